@@ -1,0 +1,44 @@
+# PVE network migration switch. `make run` and `make test` work on a fresh
+# machine with only Go and make: every other tool is fetched here, pinned.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BENCHSTAT := golang.org/x/perf/cmd/benchstat@latest
+PKGS := ./...
+
+.PHONY: all build test test-short bench lint fmt vet staticcheck proto run clean fuzz
+
+all: build
+
+build: ## binaries into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/... ./examples/pve-demo-backend
+
+test: ## every test, with the race detector
+	$(GO) test -race -count=1 $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+bench: ## benchmarks; each has its baseline in the same run (see README)
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
+	@echo "compare with: go run $(BENCHSTAT) bench.txt"
+
+fuzz: ## a short run of every fuzz target
+	@for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' routing | sed 's/func //'); do \
+		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./routing || exit 1; done
+
+lint: fmt vet staticcheck
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+clean:
+	rm -rf $(BIN) bench.txt
