@@ -7,7 +7,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHSTAT := golang.org/x/perf/cmd/benchstat@latest
 PKGS := ./...
 
-.PHONY: all build test test-short bench lint fmt vet staticcheck proto run clean fuzz
+.PHONY: all build test test-short bench lint fmt vet staticcheck proto run clean fuzz jaeger test-jaeger vulncheck soak
 
 all: build
 
@@ -28,6 +28,24 @@ bench: ## benchmarks; each has its baseline in the same run (see README)
 fuzz: ## a short run of every fuzz target
 	@for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' routing | sed 's/func //'); do \
 		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./routing || exit 1; done
+
+run: ## the whole system here: router + embedded data plane on :8006, demo backends, Jaeger if built
+	scripts/run.sh
+
+jaeger: ## build Jaeger v1.76.0 from the Go module proxy once (about 7 minutes), cached
+	scripts/jaeger.sh build
+
+test-jaeger: ## end-to-end: decision spans in a real Jaeger (builds it first if needed)
+	scripts/jaeger.sh test
+
+proto: ## regenerate the control API's Go code (installs protoc and plugins if missing)
+	scripts/proto.sh
+
+vulncheck: ## govulncheck against a vulnerability database built offline from golang.org/x/vulndb
+	scripts/vulncheck.sh
+
+soak: ## mixed traffic with faults and phase flips through the data plane (SOAK_DURATION, default 10m)
+	scripts/soak.sh
 
 lint: fmt vet staticcheck
 
