@@ -1,0 +1,194 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// benchResult is one target's figures from the latest run, so that the
+// proxies can report their ratio to the direct baseline of the same run.
+type benchResult struct{ rps, p99 float64 }
+
+var (
+	benchMu      sync.Mutex
+	benchResults = map[string]benchResult{}
+)
+
+// BenchmarkGETNetwork measures GET /api2/json/nodes/{node}/network three
+// ways in one run: straight at the demo rust backend (the baseline),
+// through the embedded data plane (ext_proc stream to the real decision
+// service over loopback gRPC, route, attempt, response_headers), and
+// through nginx as a plain reverse proxy to the same backend, for scale.
+// Each reports req/s and p99 latency; the proxies also report their ratio
+// to the direct baseline (rps/direct, p99/direct). Load is bounded and
+// loopback only: 4×GOMAXPROCS client goroutines for -benchtime.
+//
+//	go test -run '^$' -bench GETNetwork -count 5 ./envoy/dataplane | tee bench.txt
+//	go run golang.org/x/perf/cmd/benchstat@latest bench.txt
+func BenchmarkGETNetwork(b *testing.B) {
+	e := newEnv(b, envOptions{phase: "rust-read-only"})
+	const path = "/api2/json/nodes/pve1/network"
+	b.Run("direct", func(b *testing.B) { loadTest(b, "direct", e.rustURL+path) })
+	b.Run("dataplane", func(b *testing.B) { loadTest(b, "dataplane", e.url+path) })
+	b.Run("nginx", func(b *testing.B) {
+		nginxURL, stop := startNginx(b, e.rustAddr)
+		defer stop()
+		loadTest(b, "nginx", nginxURL+path)
+	})
+	if m := e.proxy.Metrics(); m.FailOpen != 0 || m.ServedBy["perl"] != 0 {
+		b.Errorf("the data plane did not route every request to rust: %+v", m)
+	}
+}
+
+func loadTest(b *testing.B, name, url string) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	// Warm the connection pools outside the measurement.
+	for range 8 {
+		if err := fetch(client, url); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var (
+		mu  sync.Mutex
+		lat []time.Duration
+	)
+	b.SetParallelism(4)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		mine := make([]time.Duration, 0, 1024)
+		for pb.Next() {
+			t0 := time.Now()
+			if err := fetch(client, url); err != nil {
+				b.Error(err)
+				return
+			}
+			mine = append(mine, time.Since(t0))
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	p99 := float64(lat[(len(lat)*99)/100].Microseconds()) / 1000
+	rps := float64(len(lat)) / elapsed.Seconds()
+	b.ReportMetric(rps, "req/s")
+	b.ReportMetric(p99, "p99-ms")
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	benchResults[name] = benchResult{rps, p99}
+	if base, ok := benchResults["direct"]; ok && name != "direct" && base.rps > 0 && base.p99 > 0 {
+		b.ReportMetric(rps/base.rps, "rps/direct")
+		b.ReportMetric(p99/base.p99, "p99/direct")
+	}
+}
+
+func fetch(c *http.Client, url string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return err
+}
+
+// startNginx runs Debian's nginx as a plain keep-alive reverse proxy to
+// backend on a loopback port, with a generated configuration in a temp
+// directory. It skips the benchmark when nginx is not installed.
+func startNginx(b *testing.B, backend string) (string, func()) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
+			b.Skip("nginx is not installed (apt-get install -y nginx-light); skipping the nginx comparison")
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	dir := b.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	conf := fmt.Sprintf(`daemon off;
+worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  upstream backend { server %[2]s; keepalive 64; }
+  server {
+    listen %[3]s;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+    }
+  }
+}
+`, dir, backend, addr)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Skipf("cannot start nginx: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			break
+		}
+		if ctx.Err() != nil {
+			stop()
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			b.Fatalf("nginx did not start: %s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "http://" + addr, stop
+}

@@ -1,0 +1,224 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"golang.org/x/net/http/httpguts"
+)
+
+// mutationChecker is Envoy's MutationRules::Checker
+// (source/extensions/filters/common/mutation_rules/mutation_rules.cc): it
+// decides which headers the ext_proc service may set or remove. envoy.yaml
+// uses disallow_all plus an allow_expression, i.e. an allow-list of
+// x-pve-backend and the three x-envoy timeout/retry headers.
+type mutationChecker struct {
+	allow, disallow *regexp.Regexp
+	disallowAll     bool
+	allowRouting    bool
+	allowEnvoy      bool
+	disallowSystem  bool
+	isError         bool
+}
+
+type checkResult int
+
+const (
+	checkOK checkResult = iota
+	checkIgnore
+	checkFail
+)
+
+func newMutationChecker(r *mutationv3.HeaderMutationRules) (*mutationChecker, error) {
+	c := &mutationChecker{
+		disallowAll:    r.GetDisallowAll().GetValue(),
+		allowRouting:   r.GetAllowAllRouting().GetValue(),
+		allowEnvoy:     r.GetAllowEnvoy().GetValue(),
+		disallowSystem: r.GetDisallowSystem().GetValue(),
+		isError:        r.GetDisallowIsError().GetValue(),
+	}
+	var err error
+	if e := r.GetAllowExpression(); e != nil {
+		if c.allow, err = regexp.Compile("^(?:" + e.GetRegex() + ")$"); err != nil {
+			return nil, fmt.Errorf("ext_proc mutation_rules.allow_expression: %w", err)
+		}
+	}
+	if e := r.GetDisallowExpression(); e != nil {
+		if c.disallow, err = regexp.Compile("^(?:" + e.GetRegex() + ")$"); err != nil {
+			return nil, fmt.Errorf("ext_proc mutation_rules.disallow_expression: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func (c *mutationChecker) allowed(name string) bool {
+	switch {
+	case c.disallow != nil && c.disallow.MatchString(name):
+		return false
+	case c.allow != nil && c.allow.MatchString(name):
+		return true
+	case c.disallowAll:
+		return false
+	case !c.allowRouting && (name == "host" || name == ":authority" || name == ":method" || name == ":scheme"):
+		return false
+	case c.disallowSystem && strings.HasPrefix(name, ":"):
+		return false
+	case !c.allowEnvoy && strings.HasPrefix(name, "x-envoy"):
+		return false
+	}
+	return true
+}
+
+func (c *mutationChecker) check(name string) checkResult {
+	if c.allowed(name) {
+		return checkOK
+	}
+	if c.isError {
+		return checkFail
+	}
+	return checkIgnore
+}
+
+// headerSet is a request or response header map as Envoy's filters see it:
+// lower-case names, pseudo-headers beside the ordinary ones.
+type headerSet struct {
+	h      http.Header
+	pseudo map[string]string // ":method", ":path", ":authority", ":scheme", ":status"
+}
+
+func (s *headerSet) get(name string) (string, bool) {
+	if strings.HasPrefix(name, ":") {
+		v, ok := s.pseudo[name]
+		return v, ok
+	}
+	vs := s.h.Values(name)
+	if len(vs) == 0 {
+		return "", false
+	}
+	return vs[0], true
+}
+
+// proto returns the headers in ext_proc's HeaderMap form: lower-case keys,
+// pseudo-headers first, values in raw_value (Envoy ≥ 1.27).
+func (s *headerSet) proto() *corev3.HeaderMap {
+	hm := &corev3.HeaderMap{}
+	for _, k := range []string{":method", ":scheme", ":authority", ":path", ":status"} {
+		if v, ok := s.pseudo[k]; ok {
+			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+		}
+	}
+	keys := make([]string, 0, len(s.h))
+	for k := range s.h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		lk := strings.ToLower(k)
+		for _, v := range s.h[k] {
+			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: lk, RawValue: []byte(v)})
+		}
+	}
+	return hm
+}
+
+// lowerMap returns the first value of every header, pseudo-headers
+// included, keyed by lower-case name: what envoy.RouteTable.Match reads.
+func (s *headerSet) lowerMap() map[string]string {
+	m := make(map[string]string, len(s.h)+len(s.pseudo))
+	for k, vs := range s.h {
+		if len(vs) > 0 {
+			m[strings.ToLower(k)] = vs[0]
+		}
+	}
+	for k, v := range s.pseudo {
+		m[k] = v
+	}
+	return m
+}
+
+// errInvalidMutation is a mutation Envoy rejects with a local reply
+// whatever failure_mode_allow says (mutation_utils.cc): bad characters,
+// value and raw_value both set, a disallowed header with disallow_is_error.
+var errInvalidMutation = errors.New("invalid header mutation")
+
+// applyMutation applies an ext_proc HeaderMutation as Envoy's
+// MutationUtils::applyHeaderMutations does. Rejected (not allowed) mutations
+// are skipped and counted in rejected; it returns errInvalidMutation for a
+// mutation that makes Envoy fail the request.
+func applyMutation(m *extprocv3.HeaderMutation, s *headerSet, c *mutationChecker, rejected func()) error {
+	if m == nil {
+		return nil
+	}
+	for _, name := range m.GetRemoveHeaders() {
+		if !httpguts.ValidHeaderFieldName(strings.TrimPrefix(name, ":")) {
+			rejected()
+			return fmt.Errorf("%w: bad character in remove_headers", errInvalidMutation)
+		}
+		name = strings.ToLower(name)
+		// Pseudo-headers and host can never be removed.
+		if strings.HasPrefix(name, ":") || name == "host" {
+			rejected()
+			continue
+		}
+		switch c.check(name) {
+		case checkOK:
+			s.h.Del(name)
+		case checkIgnore:
+			rejected()
+		case checkFail:
+			rejected()
+			return fmt.Errorf("%w: may not remove %s", errInvalidMutation, name)
+		}
+	}
+	for _, opt := range m.GetSetHeaders() {
+		hv := opt.GetHeader()
+		if hv == nil {
+			continue
+		}
+		if hv.GetValue() != "" && len(hv.GetRawValue()) != 0 {
+			rejected()
+			return fmt.Errorf("%w: only one of value or raw_value may be set", errInvalidMutation)
+		}
+		// Envoy reads raw_value only: a server that sets just `value` sets
+		// the header to "" (envoy-facts §1.3).
+		val := string(hv.GetRawValue())
+		name := strings.ToLower(hv.GetKey())
+		if !httpguts.ValidHeaderFieldName(strings.TrimPrefix(name, ":")) || !httpguts.ValidHeaderFieldValue(val) {
+			rejected()
+			return fmt.Errorf("%w: bad character in set_headers", errInvalidMutation)
+		}
+		switch c.check(name) {
+		case checkIgnore:
+			rejected()
+			continue
+		case checkFail:
+			rejected()
+			return fmt.Errorf("%w: may not set %s", errInvalidMutation, name)
+		}
+		// append_action is ignored by ext_proc; only the deprecated
+		// `append` counts, default false (overwrite).
+		//lint:ignore SA1019 ext_proc reads only the deprecated append field (envoy-facts §1.3).
+		appendMode := opt.GetAppend().GetValue()
+		if strings.HasPrefix(name, ":") {
+			if _, ok := s.pseudo[name]; !ok && name != ":path" && name != ":authority" && name != ":method" {
+				rejected()
+				continue
+			}
+			s.pseudo[name] = val
+			continue
+		}
+		if appendMode {
+			s.h.Add(name, val)
+		} else {
+			s.h.Set(name, val)
+		}
+	}
+	return nil
+}
