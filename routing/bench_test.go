@@ -10,7 +10,7 @@ import (
 // shows what classification and policy add.
 func BenchmarkDecide(b *testing.B) {
 	p := Policy{Phase: RustBasicWrite, FallbackEnabled: true, FallbackTimeout: 30 * time.Second,
-		Features: Features{EnableAdvancedNetworking: true},
+		Features:  Features{EnableAdvancedNetworking: true},
 		Endpoints: map[string]EndpointRule{"/nodes/{node}/network": {UseRust: ptr(true), RustMethods: []string{"GET"}}}}
 	cases := []struct {
 		name string

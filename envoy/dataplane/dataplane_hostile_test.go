@@ -501,4 +501,3 @@ func seenPath(s *pvedemo.Server, path string) int {
 	}
 	return n
 }
-
