@@ -25,9 +25,12 @@ bench: ## benchmarks; each has its baseline in the same run (see README)
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
 	@echo "compare with: go run $(BENCHSTAT) bench.txt"
 
-fuzz: ## a short run of every fuzz target
-	@for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' routing | sed 's/func //'); do \
-		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./routing || exit 1; done
+fuzz: ## a short run of every fuzz target in the module (FUZZTIME each, default 30s; one worker)
+	@for f in $$(grep -rlE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' --exclude-dir=.cache .); do \
+		for t in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$f | sed 's/func //'); do \
+			echo "== $$(dirname $$f) $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} -parallel $${FUZZPARALLEL:-1} $$(dirname $$f) || exit 1; \
+		done; done
 
 run: ## the whole system here: router + embedded data plane on :8006, demo backends, Jaeger if built
 	scripts/run.sh

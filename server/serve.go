@@ -33,6 +33,13 @@ const ExtProcServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
 // message fails its stream, which Envoy answers by failing open to Perl.
 const MaxRecvMsgSize = 1<<20 + 64<<10
 
+// ConnectionTimeout bounds a new connection's HTTP/2 handshake: a client
+// that connects and sends nothing is dropped after it.
+const ConnectionTimeout = 5 * time.Second
+
+// MaxHeaderListSize bounds one stream's gRPC metadata (request headers).
+const MaxHeaderListSize = 64 << 10
+
 // Listen opens a listener for addr: "host:port" for TCP, or "unix:/path"
 // (also "unix:///path") for a unix socket. A stale socket file left by a
 // previous run is removed, but a live one (something answers) or a file
@@ -121,13 +128,20 @@ type ServeConfig struct {
 //     not answer within 10s, so a vanished Envoy frees its streams;
 //   - no MaxConnectionAge: recycling the one connection would cut every
 //     in-flight request's stream, and each would fail open;
-//   - many concurrent streams: one per in-flight HTTP request.
+//   - many concurrent streams: one per in-flight HTTP request;
+//   - bounds for a client that is not Envoy: a connection must finish
+//     the HTTP/2 handshake within ConnectionTimeout (grpc-go waits 120s),
+//     and a stream's metadata stays under MaxHeaderListSize (grpc-go
+//     allows 16 MiB; Envoy sends a few hundred bytes: x-request-id,
+//     traceparent, tracestate).
 func serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.MaxConcurrentStreams(10000),
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.ConnectionTimeout(ConnectionTimeout),
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
 	}
 }
 
