@@ -254,7 +254,7 @@ func TestComposeMatchesEnvoyConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := string(data)
-			for _, want := range append([]string{"FROM golang:1.26", "CGO_ENABLED=0", "-trimpath", "gcr.io/distroless/static-debian12:nonroot", "USER nonroot"}, pkgs...) {
+			for _, want := range append([]string{"FROM golang:1.27.3", "CGO_ENABLED=0", "-trimpath", "gcr.io/distroless/static-debian12:nonroot", "USER nonroot"}, pkgs...) {
 				if !strings.Contains(s, want) {
 					t.Errorf("%s lacks %q", df, want)
 				}
