@@ -44,6 +44,8 @@ type flags struct {
 	tlsKey         string
 	selfSigned     bool
 	extProc        string
+	extProcCA      string
+	extProcSNI     string
 	reloadInterval time.Duration
 	upstreamCA     string
 	perlPin        string
@@ -69,6 +71,8 @@ func newFlagSet(f *flags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "key for the data plane's listener")
 	fs.BoolVar(&f.selfSigned, "proxy-self-signed", false, "serve the data plane over HTTPS with a generated self-signed certificate")
 	fs.StringVar(&f.extProc, "ext-proc", "", "ext_proc service the data plane asks (host:port or unix:/path); empty: this process")
+	fs.StringVar(&f.extProcCA, "ext-proc-ca", "", "PEM CA that signs the --ext-proc service's certificate: speak TLS to it (a router started with --grpc-tls-cert)")
+	fs.StringVar(&f.extProcSNI, "ext-proc-server-name", "", "name to verify in the --ext-proc service's certificate (default: the host of --ext-proc)")
 	fs.DurationVar(&f.reloadInterval, "reload-interval", config.DefaultPollInterval, "config poll interval, besides inotify (pmxcfs raises no event for other nodes' edits); negative: inotify only")
 	fs.StringVar(&f.upstreamCA, "upstream-ca", "", "PEM CA bundle trusted for https upstreams (e.g. /etc/pve/pve-root-ca.pem)")
 	fs.StringVar(&f.perlPin, "perl-fingerprint", "", "SHA-256 fingerprint pin of pveproxy's certificate (AA:BB:...)")
@@ -107,6 +111,9 @@ func (f *flags) validate() error {
 	}
 	if f.proxyListen != "" && (f.perlUpstream == "" || f.rustUpstream == "") {
 		errs = append(errs, errors.New("--proxy-listen needs --perl-upstream and --rust-upstream"))
+	}
+	if (f.extProcCA != "" || f.extProcSNI != "") && f.extProc == "" {
+		errs = append(errs, errors.New("--ext-proc-ca and --ext-proc-server-name need --ext-proc"))
 	}
 	if f.insecure && (f.perlPin != "" || f.rustPin != "" || f.upstreamCA != "") {
 		errs = append(errs, errors.New("--upstream-insecure excludes --upstream-ca and the fingerprint pins"))
@@ -250,16 +257,19 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 			ServerOptions: append(tel.GRPCServerOptions(), grpcOpts...), Ready: ready, Logger: logger,
 		})
 	})
-	if f.adminListen != "" {
-		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready})
-		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
-	}
 	if f.proxyListen != "" {
-		dp, err := newDataPlane(f, proc, tel.GRPCServerOptions(), logger)
+		dp, dpMetrics, err := newDataPlane(f, proc, tel.GRPCServerOptions(), logger)
 		if err != nil {
 			return err
 		}
+		if err := tel.Register(dataplaneCollector{metrics: dpMetrics}); err != nil {
+			return fmt.Errorf("data plane metrics: %w", err)
+		}
 		start("data plane", func() error { return dp(ctx) })
+	}
+	if f.adminListen != "" {
+		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready})
+		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
 	}
 	logger.Info("migration-router started", "version", Version, "config", displayPath(snap), "phase", snap.Policy.Phase.String(),
 		"phase_source", string(snap.PhaseSource), "grpc", f.grpcListen, "admin", f.adminListen, "proxy", f.proxyListen)

@@ -169,7 +169,8 @@ func TestRunWholeRouter(t *testing.T) {
 	var metrics bytes.Buffer
 	_, _ = metrics.ReadFrom(resp.Body)
 	resp.Body.Close()
-	for _, fam := range []string{"pve_migration_requests_total", "pve_migration_config_reloads_total", "pve_migration_phase_info"} {
+	for _, fam := range []string{"pve_migration_requests_total", "pve_migration_config_reloads_total", "pve_migration_phase_info",
+		"pve_migration_dataplane_requests_total", "pve_migration_dataplane_ext_proc_fail_open_total", `pve_migration_dataplane_served_total{served_by="rust"}`} {
 		if !strings.Contains(metrics.String(), fam) {
 			t.Errorf("/metrics lacks %s", fam)
 		}

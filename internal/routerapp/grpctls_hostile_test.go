@@ -208,9 +208,9 @@ func TestGRPCTLSFlags(t *testing.T) {
 		t.Fatalf("embedded data plane with --grpc-tls-cert: served by %q, want rust", got)
 	}
 
-	// A second router whose data plane asks the first one over --ext-proc.
-	// --ext-proc has no client TLS setting, so it cannot complete the
-	// handshake: the request must fail open to perl, not fail.
+	// A second router whose data plane asks the first one over --ext-proc
+	// without --ext-proc-ca: it cannot complete the TLS handshake, so the
+	// request must fail open to perl, not fail.
 	proxy2 := tlsFreeAddr(t)
 	runRouter(t, "--config", conf, "--grpc-listen", "unix:"+filepath.Join(dir, "second.sock"), "--admin-listen", "",
 		"--ext-proc", grpcAddr, "--proxy-listen", proxy2, "--perl-upstream", perl, "--rust-upstream", rust)
@@ -224,4 +224,18 @@ func TestGRPCTLSFlags(t *testing.T) {
 	if got := servedByVia(t, proxy2); got != "perl" {
 		t.Fatalf("plaintext --ext-proc against a TLS router: served by %q, want perl (fail open)", got)
 	}
+
+	// A third one with the CA: the TLS link works and rust serves again.
+	proxy3 := tlsFreeAddr(t)
+	runRouter(t, "--config", conf, "--grpc-listen", "unix:"+filepath.Join(dir, "third.sock"), "--admin-listen", "",
+		"--ext-proc", grpcAddr, "--ext-proc-ca", certFile, "--ext-proc-server-name", "localhost",
+		"--proxy-listen", proxy3, "--perl-upstream", perl, "--rust-upstream", rust)
+	tlsWaitFor(t, "third data plane serving over the TLS link", func() bool {
+		c, err := net.Dial("tcp", proxy3)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return servedByVia(t, proxy3) == "rust"
+	})
 }

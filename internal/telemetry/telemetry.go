@@ -326,3 +326,9 @@ func (t *Telemetry) logOn() bool {
 }
 
 var _ outcome.StatsSource = (*Telemetry)(nil)
+
+// Register adds a collector to the registry that /metrics serves, so that
+// counters kept elsewhere (the embedded data plane's fail-opens, retries
+// and local replies, which the decision service never sees) reach the
+// operator on the same scrape.
+func (t *Telemetry) Register(c prometheus.Collector) error { return t.reg.Register(c) }
