@@ -41,6 +41,7 @@ type envoyConfig struct {
 	reqHeadersTimeout time.Duration
 	streamIdleTimeout time.Duration
 	bufferLimit       int64 // listener per_connection_buffer_limit_bytes
+	maxHeadersCount   int   // common_http_protocol_options.max_headers_count
 
 	// ext_proc filter.
 	checker           *mutationChecker
@@ -148,6 +149,10 @@ func readEnvoyConfig(b *bootstrapv3.Bootstrap) (*envoyConfig, error) {
 	}
 	if hcm == nil {
 		return nil, errors.New("no HTTP connection manager")
+	}
+	cfg.maxHeadersCount = 100 // Envoy's default
+	if v := hcm.GetCommonHttpProtocolOptions().GetMaxHeadersCount(); v != nil {
+		cfg.maxHeadersCount = int(v.GetValue())
 	}
 	for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
 		hm, ok := unpackAny[*earlyv3.HeaderMutation](ext.GetTypedConfig())

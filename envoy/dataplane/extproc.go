@@ -26,23 +26,22 @@ var (
 	errExtProcClosed = errors.New("ext_proc: stream closed by server")
 )
 
-type recvResult struct {
-	resp *extprocv3.ProcessingResponse
-	err  error
-}
-
 // extProcStream is the one ext_proc stream of one HTTP request, opened
 // lazily on the first message as Envoy does. Exchanges are strictly
-// sequential (send one message, wait for its answer), so it needs no lock.
+// sequential (send one message, wait for its answer), so it needs no lock,
+// and they run on the request's own goroutine: a helper goroutine, channel
+// and select per message cost more than the whole gRPC round trip on a
+// loaded two-core host, and a fresh goroutine also had to grow its stack
+// for every proto marshal. message_timeout is enforced by cancelling the
+// stream's context instead, which unblocks Process, Send and Recv at once
+// (grpc-go watches the stream context in each of them).
 type extProcStream struct {
 	client  extprocv3.ExternalProcessorClient
 	timeout time.Duration
-	md      metadata.MD
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	stream extprocv3.ExternalProcessor_ProcessClient
-	recv   chan recvResult
 	// done: ext_proc is no longer used for this request (failed open,
 	// closed by the server, or finished).
 	done bool
@@ -56,83 +55,53 @@ func newExtProcStream(parent context.Context, client extprocv3.ExternalProcessor
 	if len(md) > 0 {
 		ctx = metadata.NewOutgoingContext(ctx, md)
 	}
-	return &extProcStream{client: client, timeout: timeout, md: md, ctx: ctx, cancel: cancel}
+	return &extProcStream{client: client, timeout: timeout, ctx: ctx, cancel: cancel}
 }
 
 // exchange sends req and waits for its answer for at most message_timeout.
 // Opening the stream counts against the same budget: a decision service
 // that cannot be reached must not hold a request longer than a slow one.
+// When the timer fires it resets the stream (Envoy's onMessageTimeout),
+// which is also what makes the blocked gRPC call return.
 func (s *extProcStream) exchange(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 	if s.done {
 		return nil, errExtProcClosed
 	}
-	timer := time.NewTimer(s.timeout)
-	defer timer.Stop()
-	sendErr := make(chan error, 1)
-	opened := make(chan extprocv3.ExternalProcessor_ProcessClient, 1)
-	needOpen := s.stream == nil
-	st := s.stream
-	go func() {
-		if needOpen {
-			var err error
-			st, err = s.client.Process(s.ctx)
-			if err != nil {
-				sendErr <- err
-				return
-			}
-			opened <- st
-		}
-		if err := st.Send(req); err != nil {
-			sendErr <- err
-		}
-	}()
-	for {
-		select {
-		case st := <-opened:
-			s.stream = st
-			s.recv = make(chan recvResult, 1)
-			go s.recvLoop(st)
-		case err := <-sendErr:
-			if s.recv == nil {
-				s.fail()
-				return nil, errors.Join(errExtProcStream, err)
-			}
-			// Send fails with io.EOF when the stream has ended; the real
-			// status arrives on the receive side.
-			sendErr = nil
-		case r := <-s.recvChan():
-			if r.err != nil {
-				s.fail()
-				if errors.Is(r.err, io.EOF) {
-					return nil, errExtProcClosed
-				}
-				return nil, errors.Join(errExtProcStream, r.err)
-			}
-			return r.resp, nil
-		case <-timer.C:
-			s.fail()
-			return nil, errExtProcTimeout
-		}
+	timer := time.AfterFunc(s.timeout, s.cancel)
+	resp, err := s.roundTrip(req)
+	if !timer.Stop() {
+		// The timer fired (and cancelled the stream) before the answer
+		// was taken: a timeout, whatever the gRPC call returned.
+		s.fail()
+		return nil, errExtProcTimeout
 	}
+	if err != nil {
+		s.fail()
+		return nil, err
+	}
+	return resp, nil
 }
 
-// recvChan is nil (blocks forever in select) until the stream is open.
-func (s *extProcStream) recvChan() chan recvResult {
-	return s.recv
-}
-
-func (s *extProcStream) recvLoop(st extprocv3.ExternalProcessor_ProcessClient) {
-	for {
-		resp, err := st.Recv()
-		select {
-		case s.recv <- recvResult{resp, err}:
-		case <-s.ctx.Done():
-			return
-		}
+// roundTrip opens the stream if needed, sends req and reads one answer.
+func (s *extProcStream) roundTrip(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if s.stream == nil {
+		st, err := s.client.Process(s.ctx)
 		if err != nil {
-			return
+			return nil, errors.Join(errExtProcStream, err)
 		}
+		s.stream = st
 	}
+	// Send fails with io.EOF when the stream has ended; the real status
+	// arrives on the receive side, so a send error is not returned.
+	_ = s.stream.Send(req)
+	resp, err := s.stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errExtProcClosed
+		}
+		return nil, errors.Join(errExtProcStream, err)
+	}
+	return resp, nil
 }
 
 // fail stops using ext_proc for this request and resets the stream, as
@@ -144,7 +113,9 @@ func (s *extProcStream) fail() {
 
 // finish ends the stream normally: half-close, then give the server up to
 // remoteClose to return before the stream is cancelled (Envoy's graceful
-// close, remote_close_timeout_milliseconds 1000). It does not block.
+// close, remote_close_timeout_milliseconds 1000). It does not block: the
+// server's status is read on a goroutine of its own, so the response is
+// not held up by the round trip of the close.
 func (s *extProcStream) finish(remoteClose time.Duration) {
 	if s.done || s.stream == nil {
 		s.done = true
@@ -153,20 +124,13 @@ func (s *extProcStream) finish(remoteClose time.Duration) {
 	}
 	s.done = true
 	_ = s.stream.CloseSend()
-	recv, cancel, ctx := s.recv, s.cancel, s.ctx
+	st, cancel := s.stream, s.cancel
 	go func() {
-		t := time.NewTimer(remoteClose)
-		defer t.Stop()
+		t := time.AfterFunc(remoteClose, cancel)
 		defer cancel()
+		defer t.Stop()
 		for {
-			select {
-			case r := <-recv:
-				if r.err != nil {
-					return
-				}
-			case <-t.C:
-				return
-			case <-ctx.Done():
+			if _, err := st.Recv(); err != nil {
 				return
 			}
 		}

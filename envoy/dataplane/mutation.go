@@ -106,26 +106,81 @@ func (s *headerSet) get(name string) (string, bool) {
 }
 
 // proto returns the headers in ext_proc's HeaderMap form: lower-case keys,
-// pseudo-headers first, values in raw_value (Envoy ≥ 1.27).
+// pseudo-headers first, values in raw_value (Envoy ≥ 1.27). It runs twice
+// per request, so the HeaderValues and their raw values are carved out of
+// one allocation each instead of two per header; the map is only read
+// (marshalled) and dropped, so sharing the backing arrays is safe.
 func (s *headerSet) proto() *corev3.HeaderMap {
-	hm := &corev3.HeaderMap{}
-	for _, k := range []string{":method", ":scheme", ":authority", ":path", ":status"} {
-		if v, ok := s.pseudo[k]; ok {
-			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	n, size := 0, 0
+	keys := make([]string, 0, len(s.h))
+	for k, vs := range s.h {
+		keys = append(keys, k)
+		n += len(vs)
+		for _, v := range vs {
+			size += len(v)
 		}
 	}
-	keys := make([]string, 0, len(s.h))
-	for k := range s.h {
-		keys = append(keys, k)
+	for _, k := range pseudoOrder {
+		if v, ok := s.pseudo[k]; ok {
+			n++
+			size += len(v)
+		}
 	}
 	slices.Sort(keys)
+	vals := make([]corev3.HeaderValue, n)
+	hm := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, n)}
+	raw := make([]byte, 0, size)
+	add := func(k, v string) {
+		start := len(raw)
+		raw = append(raw, v...)
+		hv := &vals[len(hm.Headers)]
+		hv.Key, hv.RawValue = k, raw[start:len(raw):len(raw)]
+		hm.Headers = append(hm.Headers, hv)
+	}
+	for _, k := range pseudoOrder {
+		if v, ok := s.pseudo[k]; ok {
+			add(k, v)
+		}
+	}
 	for _, k := range keys {
-		lk := strings.ToLower(k)
+		lk := lowerName(k)
 		for _, v := range s.h[k] {
-			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: lk, RawValue: []byte(v)})
+			add(lk, v)
 		}
 	}
 	return hm
+}
+
+// pseudoOrder is the order in which proto sends the pseudo-headers.
+var pseudoOrder = []string{":method", ":scheme", ":authority", ":path", ":status"}
+
+// lowerNames maps the canonical form of the headers seen on nearly every
+// request and response to their lower-case form, so that the ext_proc
+// messages and the route match do not allocate a lower-case copy of each
+// name every time. It is fixed at start-up (never grown from traffic).
+var lowerNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{
+		"accept", "accept-encoding", "accept-language", "authorization", "cache-control",
+		"connection", "content-encoding", "content-length", "content-type", "cookie",
+		"csrfpreventiontoken", "date", "etag", "expires", "host", "last-modified", "origin",
+		"pragma", "referer", "server", "set-cookie", "user-agent", "vary",
+		"x-envoy-attempt-count", "x-envoy-expected-rq-timeout-ms", "x-envoy-external-address",
+		"x-envoy-max-retries", "x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-upstream-rq-timeout-ms",
+		"x-envoy-upstream-service-time", "x-forwarded-for", "x-forwarded-proto",
+		"x-pve-backend", "x-pve-served-by", "x-request-id",
+	} {
+		m[http.CanonicalHeaderKey(n)] = n
+	}
+	return m
+}()
+
+// lowerName is strings.ToLower(k) for an http.Header key.
+func lowerName(k string) string {
+	if l, ok := lowerNames[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
 }
 
 // lowerMap returns the first value of every header, pseudo-headers
@@ -134,7 +189,7 @@ func (s *headerSet) lowerMap() map[string]string {
 	m := make(map[string]string, len(s.h)+len(s.pseudo))
 	for k, vs := range s.h {
 		if len(vs) > 0 {
-			m[strings.ToLower(k)] = vs[0]
+			m[lowerName(k)] = vs[0]
 		}
 	}
 	for k, v := range s.pseudo {

@@ -129,6 +129,7 @@ type Proxy struct {
 	routes   *envoy.RouteTable
 	ep       envoy.ExtProcSettings
 	log      *slog.Logger
+	sanitize []string            // sanitizeKeys(cfg)
 	backends map[string]*backend // by Envoy cluster name
 	perl     *backend
 	rust     *backend
@@ -169,6 +170,7 @@ func New(opts Options) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	p.sanitize = sanitizeKeys(cfg)
 	if p.routes = opts.Routes; p.routes == nil {
 		if p.routes, err = envoy.NewRouteTable(b); err != nil {
 			return nil, fmt.Errorf("dataplane: %w", err)

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	ext_procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -91,14 +93,19 @@ func (q *request) finish() {
 		q.ep.finish(remoteCloseTimeout)
 	}
 	q.rec.Duration = q.p.now().Sub(q.start)
-	lvl := q.p.log.Debug
+	lvl := slog.LevelDebug
 	if q.rec.LocalReply && q.rec.Status >= 500 || q.rec.FailOpen {
-		lvl = q.p.log.Warn
+		lvl = slog.LevelWarn
 	}
-	lvl("dataplane request", "method", q.rec.Method, "path", q.rec.Path, "status", q.rec.Status,
-		"route", q.rec.Route, "decision", q.rec.Decision, "served_by", q.rec.ServedBy,
-		"attempts", q.rec.Attempts, "local_reply", q.rec.LocalReply, "details", q.rec.Details,
-		"fail_open", q.rec.FailOpen, "request_id", q.rec.RequestID, "duration", q.rec.Duration)
+	// Ask first: building the attributes boxes a dozen values per request
+	// even when the handler then drops the record (the usual Debug case).
+	if ctx := context.Background(); q.p.log.Enabled(ctx, lvl) {
+		q.p.log.LogAttrs(ctx, lvl, "dataplane request", slog.String("method", q.rec.Method), slog.String("path", q.rec.Path),
+			slog.Int("status", q.rec.Status), slog.String("route", q.rec.Route), slog.String("decision", q.rec.Decision),
+			slog.String("served_by", q.rec.ServedBy), slog.Int("attempts", q.rec.Attempts), slog.Bool("local_reply", q.rec.LocalReply),
+			slog.String("details", q.rec.Details), slog.Bool("fail_open", q.rec.FailOpen), slog.String("request_id", q.rec.RequestID),
+			slog.Duration("duration", q.rec.Duration))
+	}
 	if q.p.opts.AccessLog != nil {
 		q.p.opts.AccessLog(q.rec)
 	}
@@ -115,21 +122,15 @@ func (q *request) serve() {
 	for _, name := range connectionHeaders(h) {
 		h.Del(name)
 	}
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
-	// Envoy answers "Expect: 100-continue" itself and does not forward it
-	// (proxy_100_continue off); Go's server sends the 100 when the body
-	// is first read.
-	h.Del("Expect")
-	for _, name := range p.cfg.earlyRemove {
-		h.Del(name)
-	}
-	for _, name := range externalOnlyHeaders {
-		h.Del(name)
-	}
-	for _, name := range p.cfg.internalOnly {
-		h.Del(name)
+	// The hop-by-hop headers; Expect, because Envoy answers
+	// "Expect: 100-continue" itself and does not forward it
+	// (proxy_100_continue off; Go's server sends the 100 when the body is
+	// first read); the early header mutation; the x-envoy-* headers of
+	// external requests; internal_only_headers. p.sanitize holds them as
+	// canonical keys, because h.Del canonicalises (and allocates for) each
+	// lower-case name on every request.
+	for _, key := range p.sanitize {
+		delete(h, key)
 	}
 	scheme := "http"
 	if r.TLS != nil {
@@ -163,6 +164,13 @@ func (q *request) serve() {
 	}}
 	q.hasBody = requestHasBody(r)
 	q.rec = AccessRecord{Start: q.start, Method: r.Method, Path: pathOnly(path), RequestID: h.Get("X-Request-Id")}
+	if max := p.cfg.maxHeadersCount; max > 0 && requestHeaderCount(r) > max {
+		// Envoy's HTTP/1 codec refuses a request with more than
+		// max_headers_count headers (default 100) before any filter
+		// runs. pveproxy itself accepts at most 64 header lines.
+		q.writeLocal(http.StatusRequestHeaderFieldsTooLarge, "", "http1.too_many_headers")
+		return
+	}
 
 	// Envoy selects (and caches) the route before any filter runs; with
 	// the client's x-pve-backend gone that is the perl route, which is
@@ -582,11 +590,18 @@ func (q *request) respond(u *upstreamResponse) {
 
 var errClientWrite = errors.New("client write failed")
 
+// copyBufs recycles copyFlushing's buffers: a fresh 32 KiB per request was
+// a third of all the bytes the data plane allocated, and the GC work that
+// came with it. A buffer never leaves copyFlushing, so reuse is safe.
+var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
 // copyFlushing streams src to w, flushing after every read so long-polling
 // (task logs, /cluster/tasks) reaches the client as it is produced.
 func copyFlushing(w http.ResponseWriter, src io.Reader) error {
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[32 << 10]byte)
+	defer copyBufs.Put(bp)
+	buf := bp[:]
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -679,7 +694,7 @@ func (q *request) attribute(name string, u *upstreamResponse, status int) *struc
 		return structpb.NewNumberValue(float64(u.attempts))
 	case "xds.upstream_host_metadata":
 		if u.backend != nil {
-			return structpb.NewStringValue(fmt.Sprintf(`filter_metadata { key: "pve" value { fields { key: "backend" value { string_value: %q } } } }`, u.backend.name))
+			return structpb.NewStringValue(u.backend.hostMetadata)
 		}
 	case "xds.cluster_name":
 		if u.backend != nil {
@@ -706,6 +721,16 @@ func connectionHeaders(h http.Header) []string {
 func isWebsocketUpgrade(r *http.Request) bool {
 	return httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") &&
 		strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// requestHeaderCount counts the request's header lines as Envoy's codec
+// does: Host plus every other header value.
+func requestHeaderCount(r *http.Request) int {
+	n := 1 // Host
+	for _, vs := range r.Header {
+		n += len(vs)
+	}
+	return n
 }
 
 // requestHasBody reports whether the request carries a body (Envoy's
@@ -747,10 +772,18 @@ func newRequestID() string {
 // segments, percent-encoded unreserved characters decoded, escapes
 // upper-cased) and merge_slashes do to :path. The query is kept as is, and
 // so are encoded slashes (path_with_escaped_slashes_action KEEP_UNCHANGED).
-// A path Envoy would reject (not starting with "/") is returned unchanged.
+// A path Envoy would reject (not starting with "/") is returned unchanged,
+// and so is a path with an invalid percent-escape: decoding around a bad
+// escape can create a new one ("/%%370" would become "/%70"), which the
+// decision service and the backend would then decode a second time, each
+// in its own way. Unchanged, the service refuses to classify it
+// (routing.NormalizePath) and it goes to perl.
 func normalizeRequestPath(p string, normalize, merge bool) string {
 	path, query, hasQuery := strings.Cut(p, "?")
 	if path == "" || path[0] != '/' {
+		return p
+	}
+	if normalize && !validEscapes(path) {
 		return p
 	}
 	if normalize {
@@ -784,6 +817,20 @@ func normalizeRequestPath(p string, normalize, merge bool) string {
 		return path + "?" + query
 	}
 	return path
+}
+
+// validEscapes reports whether every "%" in p starts a %XX escape.
+func validEscapes(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' {
+			continue
+		}
+		if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+			return false
+		}
+		i += 2
+	}
+	return true
 }
 
 // removeDotSegments is RFC 3986 5.2.4; a trailing slash is kept.
@@ -829,4 +876,18 @@ func unhex(c byte) byte {
 func isUnreservedByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
 		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// sanitizeKeys is every name serve removes from a client request before
+// ext_proc, as http.Header keys, computed once in New.
+func sanitizeKeys(cfg *envoyConfig) []string {
+	var keys []string
+	for _, list := range [][]string{hopByHop, {"Expect"}, cfg.earlyRemove, externalOnlyHeaders, cfg.internalOnly} {
+		for _, name := range list {
+			if k := http.CanonicalHeaderKey(name); !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
 }

@@ -33,6 +33,18 @@ const (
 	failClientGone                  // the downstream client went away
 )
 
+// routerConsumedKeys is routerConsumedHeaders as http.Header keys.
+// http.Header.Del canonicalises its argument on every call, which for
+// these lower-case names cost an allocation per name per request; the
+// list is fixed, so that is done once.
+var routerConsumedKeys = func() []string {
+	keys := make([]string, len(routerConsumedHeaders))
+	for i, name := range routerConsumedHeaders {
+		keys[i] = http.CanonicalHeaderKey(name)
+	}
+	return keys
+}()
+
 // retryPolicy is the route's retry_policy plus the per-request x-envoy-*
 // overrides the decision service may set (retry_state_impl.cc).
 type retryPolicy struct {
@@ -142,8 +154,8 @@ func (q *request) route(plan envoy.RoutePlan) *upstreamResponse {
 	if timeout > 0 && perTry >= timeout {
 		perTry = 0
 	}
-	for _, name := range routerConsumedHeaders {
-		h.Del(name)
+	for _, key := range routerConsumedKeys {
+		delete(h, key) // what h.Del would delete
 	}
 	if expected := cmpOr(perTry, timeout); expected > 0 {
 		h.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(expected.Milliseconds(), 10))

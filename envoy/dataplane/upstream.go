@@ -53,6 +53,9 @@ type backend struct {
 	transport *http.Transport
 	rt        http.RoundTripper // transport, possibly wrapped by Options.WrapTransport
 	cfg       clusterConfig
+	// hostMetadata is the xds.upstream_host_metadata attribute, fixed per
+	// backend, so it is formatted once rather than on every response.
+	hostMetadata string
 
 	mu            sync.Mutex
 	hcKnown       bool // at least one health check finished
@@ -112,7 +115,8 @@ func newBackend(name, cluster string, u Upstream, cfg clusterConfig) (*backend, 
 		ReadBufferSize:         32 << 10,
 		WriteBufferSize:        32 << 10,
 	}
-	return &backend{name: name, cluster: cluster, base: base, transport: tr, rt: tr, cfg: cfg}, nil
+	return &backend{name: name, cluster: cluster, base: base, transport: tr, rt: tr, cfg: cfg,
+		hostMetadata: fmt.Sprintf(`filter_metadata { key: "pve" value { fields { key: "backend" value { string_value: %q } } } }`, name)}, nil
 }
 
 func (u Upstream) tlsConfig(base *url.URL) (*tls.Config, error) {
