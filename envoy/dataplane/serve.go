@@ -104,8 +104,20 @@ func (p *Proxy) Serve(ctx context.Context, o ServeOptions) error {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	bodyTimeout := orDuration(o.BodyReadTimeout, DefaultBodyReadTimeout)
+	maxHeader := o.MaxHeaderBytes
+	if maxHeader <= 0 {
+		maxHeader = DefaultMaxHeaderBytes
+	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// net/http's own limit has slack that differs between Go
+			// releases; count the request head ourselves so the limit is
+			// the same everywhere, and answer 431 like Envoy.
+			if requestHeadBytes(r) > maxHeader {
+				w.Header().Set("Connection", "close")
+				http.Error(w, "request header fields too large", http.StatusRequestHeaderFieldsTooLarge)
+				return
+			}
 			if r.Body == nil || r.Body == http.NoBody || bodyTimeout <= 0 {
 				p.ServeHTTP(w, r)
 				return
@@ -323,4 +335,19 @@ func DialExtProc(target string, opts ...grpc.DialOption) (client extprocv3.Exter
 		return nil, nil, fmt.Errorf("dataplane: ext_proc %s: %w", target, err)
 	}
 	return extprocv3.NewExternalProcessorClient(conn), conn.Close, nil
+}
+
+// requestHeadBytes is the size of the request line and header block as the
+// client sent them (CRLFs and ": " included).
+func requestHeadBytes(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	if r.Host != "" && r.Header.Get("Host") == "" {
+		n += len("Host: ") + len(r.Host) + 2
+	}
+	return n + 2
 }
