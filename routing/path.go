@@ -6,20 +6,25 @@ import (
 	"unicode/utf8"
 )
 
-// NormalizePath returns the path Decide classifies: query string and
-// fragment dropped, percent-encoded unreserved characters decoded, "//"
+// NormalizePath returns the path Decide classifies: query string
+// dropped, percent-encoded unreserved characters decoded, "//"
 // merged and "." and ".." resolved, trailing slash removed. This is what
 // Envoy's normalize_path + merge_slashes does, so both see the same path.
 //
 // ok is false for a path no PVE client sends and nothing should route on:
-// not absolute, invalid percent-encoding, an encoded "/" or "\" (which
+// not absolute, a fragment ("#"), invalid percent-encoding, an encoded "/" or "\" (which
 // servers disagree about), control characters or invalid UTF-8. Decide
 // sends such requests to Perl, which answers them as it always has.
 //
 // A path that is already clean is returned without allocating.
 func NormalizePath(p string) (clean string, ok bool) {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
 		p = p[:i]
+	}
+	if strings.IndexByte(p, '#') >= 0 {
+		// A fragment is never part of a request target (RFC 9112 3.2);
+		// where one arrives, servers disagree about what follows it.
+		return "", false
 	}
 	if p == "" || p[0] != '/' {
 		return "", false

@@ -174,10 +174,15 @@ type stream struct {
 	// Request facts kept for later phases.
 	rawQuery    string
 	contentType string
-	class       routing.Classification
-	provisional routing.Decision
-	body        []byte
-	bodyTooBig  bool
+	// contentTypeConflict: the request carried two different Content-Type
+	// headers. Backends read the first, a careless parser the last; a
+	// body that parses differently as form and as JSON could then name
+	// two types, so its type is unknown (advanced).
+	contentTypeConflict bool
+	class               routing.Classification
+	provisional         routing.Decision
+	body                []byte
+	bodyTooBig          bool
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it
@@ -281,7 +286,13 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		case HeaderRequestID:
 			s.dec.RequestID = string(headerBytes(hv))
 		case "content-type":
-			s.contentType = string(headerBytes(hv))
+			ct := string(headerBytes(hv))
+			if s.contentType != "" && s.contentType != ct {
+				s.contentTypeConflict = true
+			}
+			if s.contentType == "" {
+				s.contentType = ct
+			}
 		}
 	}
 	if s.dec.RequestID == "" {
@@ -317,9 +328,13 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	// backend (metrics then show the right category). A DELETE takes no
 	// type: one in its query is the client's claim, never the truth.
 	if method != "DELETE" {
-		if t, found, err := queryType(s.rawQuery); found {
+		if t, found, err := queryType(s.rawQuery); found && (h.GetEndOfStream() || err != nil || dBasic.Backend == dAdvanced.Backend) {
 			return s.decide(s.decideType(method, t), t, sourceOf(t, outcome.TypeQuery), err).headers
 		}
+		// A type in the query of a request that also has a body, where
+		// the type matters, is checked against the body: backends differ
+		// on which one wins, so the two must agree (routing.IfaceType
+		// treats a disagreement as ambiguous: advanced).
 	}
 	if dBasic.Backend == dAdvanced.Backend {
 		// Not worth a body read or a lookup: the request is reported
@@ -410,8 +425,10 @@ func (s *stream) decideFromBody() responsePair {
 	)
 	if s.bodyTooBig {
 		err = fmt.Errorf("body over PVE's limit of %d bytes", routing.MaxBodyBytes)
+	} else if s.contentTypeConflict {
+		err = errors.New("conflicting Content-Type headers")
 	} else {
-		t, err = routing.IfaceType(s.contentType, s.body, "")
+		t, err = routing.IfaceType(s.contentType, s.body, s.rawQuery)
 	}
 	s.body = nil
 	return s.decide(s.decideType(s.dec.Method, t), t, sourceOf(t, outcome.TypeBody), err)
@@ -580,9 +597,10 @@ func metadataRequestID(ctx context.Context) string {
 // query names a type at all, even unusably (repeated, malformed): since
 // the query wins over the body in pveproxy, no body read can do better.
 func queryType(rawQuery string) (t string, found bool, err error) {
-	if !strings.Contains(rawQuery, "type") {
+	if rawQuery == "" {
 		return "", false, nil
 	}
+	// No substring shortcut: "%74ype" is "type" to pveproxy too.
 	q, perr := url.ParseQuery(rawQuery)
 	v, ok := q["type"]
 	switch {

@@ -171,6 +171,14 @@ func (q *request) serve() {
 		q.writeLocal(http.StatusRequestHeaderFieldsTooLarge, "", "http1.too_many_headers")
 		return
 	}
+	if strings.IndexByte(path, '#') >= 0 {
+		// Envoy rejects a fragment in the request target. Forwarding it
+		// would let the decision service and the backend cut the target
+		// at different places ("#?type=eth" is a query to one, a fragment
+		// to the other).
+		q.writeLocal(http.StatusBadRequest, "", "http1.invalid_url")
+		return
+	}
 
 	// Envoy selects (and caches) the route before any filter runs; with
 	// the client's x-pve-backend gone that is the perl route, which is

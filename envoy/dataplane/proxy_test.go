@@ -814,3 +814,27 @@ func TestNoSecretsInLogs(t *testing.T) {
 
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer = logsink.Buffer
+
+// TestFragmentInTargetIsRejected: "#" never reaches the decision service
+// or a backend, as in Envoy.
+func TestFragmentInTargetIsRejected(t *testing.T) {
+	u := newUnitEnv(t, &fakeExtProc{}, nil, nil, nil)
+	c, err := net.Dial("tcp", strings.TrimPrefix(u.front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := "iface=vmbr9&type=bridge"
+	fmt.Fprintf(c, "POST /api2/json/nodes/pve1/network#?type=eth HTTP/1.1\r\nHost: pve\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", resp.StatusCode)
+	}
+	if u.perl.count()+u.rust.count() != 0 {
+		t.Fatalf("a backend received the request (perl %d, rust %d)", u.perl.count(), u.rust.count())
+	}
+}

@@ -382,10 +382,10 @@ func (q *request) attempt(ctx context.Context, be *backend, perTry time.Duration
 	actx, acancel := context.WithCancel(ctx)
 	var perTryFired, gotConn, wroteHeaders atomic.Bool
 	trace := &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) {
-			gotConn.Store(true)
-			wroteHeaders.Store(false)
-		},
+		// Once headers were written on any connection, the attempt has
+		// started for good: never reset it, or a hidden transport retry
+		// that failed early would make a received write look unsent.
+		GotConn:      func(httptrace.GotConnInfo) { gotConn.Store(true) },
 		WroteHeaders: func() { wroteHeaders.Store(true) },
 	}
 	target, err := url.Parse(be.base.Scheme + "://" + be.base.Host + q.hs.pseudo[":path"])
@@ -412,6 +412,14 @@ func (q *request) attempt(ctx context.Context, be *backend, perTry time.Duration
 	}
 	if b, n, getBody := body.next(); b != nil {
 		out.Body, out.ContentLength, out.GetBody = b, n, getBody
+	}
+	if out.Method != http.MethodGet && out.Method != http.MethodHead {
+		// net/http replays a request on a fresh connection when a reused
+		// one dies, if it thinks the request is idempotent, and a client's
+		// Idempotency-Key makes it think so even for POST. Only this code
+		// may decide to send a write again: without GetBody the transport
+		// cannot.
+		out.GetBody = nil
 	}
 	var timer *time.Timer
 	if perTry > 0 {
