@@ -6,7 +6,6 @@ package routerapp_test
 // reaches the TLS port without TLS fails open to perl.
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,25 +30,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/pve-migration/router/examples/pvedemo"
+	"github.com/pve-migration/router/internal/logsink"
 	"github.com/pve-migration/router/internal/routerapp"
 )
-
-type tlsLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *tlsLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *tlsLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func tlsFreeAddr(t *testing.T) string {
 	t.Helper()
@@ -120,7 +102,7 @@ func tlsDemoBackend(t *testing.T, flavor pvedemo.Flavor, state string) string {
 func runRouter(t *testing.T, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr tlsLogBuffer
+	var stderr logsink.Buffer
 	code := make(chan int, 1)
 	go func() { code <- routerapp.Run(ctx, args, io.Discard, &stderr) }()
 	t.Cleanup(func() {
