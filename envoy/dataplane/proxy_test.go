@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -836,5 +837,47 @@ func TestFragmentInTargetIsRejected(t *testing.T) {
 	}
 	if u.perl.count()+u.rust.count() != 0 {
 		t.Fatalf("a backend received the request (perl %d, rust %d)", u.perl.count(), u.rust.count())
+	}
+}
+
+// TestWriteNeverReplayedByTransport: a write that rust received on a reused
+// keep-alive connection, which then dies, reaches rust once and perl never,
+// even when the client sends an Idempotency-Key (which makes net/http treat
+// a POST as replayable on a fresh connection).
+func TestWriteNeverReplayedByTransport(t *testing.T) {
+	var posts atomic.Int32
+	rustH := func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			_, _ = io.WriteString(w, `{"data":[]}`)
+			return
+		}
+		posts.Add(1)
+		// Received in full (the recorder read the body), then the
+		// connection dies without an answer.
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			_ = c.Close()
+		}
+	}
+	ext := &fakeExtProc{reqHeaders: rustAnswer}
+	u := newUnitEnv(t, ext, nil, rustH, nil)
+	// A GET leaves a keep-alive connection to rust in the pool.
+	if resp, _ := u.get(t, "GET", "/api2/json/nodes/pve1/network", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("warm-up GET: %d", resp.StatusCode)
+	}
+	resp, _ := u.get(t, "POST", "/api2/json/nodes/pve1/network", strings.NewReader("iface=eth1&type=eth"),
+		map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Idempotency-Key": "k1"})
+	if resp.StatusCode < 500 {
+		t.Errorf("status %d: a write whose connection died after rust read it must fail, not succeed elsewhere", resp.StatusCode)
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("rust received the POST %d times, want exactly 1", n)
+	}
+	u.perl.mu.Lock()
+	defer u.perl.mu.Unlock()
+	for _, r := range u.perl.reqs {
+		if r.Method == http.MethodPost {
+			t.Errorf("perl received the write after rust may have applied it")
+		}
 	}
 }
