@@ -170,10 +170,17 @@ func TestRunDebugListenerSurvivesRefuse(t *testing.T) {
 	}
 	debugAddr := probe.Addr().String()
 	probe.Close()
-	addr, done, cancel := startRun(t, "--flavor", "rust", "--refuse", "--debug-listen", debugAddr)
+	const node = "refusecheck"
+	addr, done, cancel := startRun(t, "--flavor", "rust", "--refuse", "--debug-listen", debugAddr, "--node", node)
 	defer func() { cancel(); <-done }()
 	if !isRefused(addr) {
-		t.Fatal("API listener accepts with --refuse")
+		// The port our closed listener freed may already belong to a
+		// listener of another test process (go test ./... runs packages
+		// in parallel). Only our server knows this node name.
+		if st, answered := rawGet(t, addr, "/api2/json/nodes/"+node+"/network"); answered && st == http.StatusOK {
+			t.Fatal("API listener accepts with --refuse")
+		}
+		t.Skipf("port %s was taken by another process after our listener closed; refusal cannot be observed", addr)
 	}
 	req, _ := http.NewRequest("POST", "http://"+debugAddr+"/debug/faults", strings.NewReader(`{"refuse":false}`))
 	if r := send(t, req); r.status != 200 {
