@@ -1,4 +1,4 @@
-package routerapp_test
+package routerapp
 
 // The migration-router program with --grpc-tls-cert/--grpc-tls-key: the
 // gRPC port (ext_proc, health, control API) speaks TLS only, while the
@@ -31,18 +31,7 @@ import (
 
 	"github.com/pve-migration/router/examples/pvedemo"
 	"github.com/pve-migration/router/internal/logsink"
-	"github.com/pve-migration/router/internal/routerapp"
 )
-
-func tlsFreeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // writeTLSPair writes a self-signed certificate for localhost/127.0.0.1
 // and its key as PEM files and returns their paths and a pool trusting it.
@@ -81,52 +70,24 @@ func writeTLSPair(t *testing.T, dir string) (certFile, keyFile string, pool *x50
 	return certFile, keyFile, pool
 }
 
-func tlsDemoBackend(t *testing.T, flavor pvedemo.Flavor, state string) string {
-	t.Helper()
-	srv, err := pvedemo.New(pvedemo.Options{Flavor: flavor, StateDir: state})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return "http://" + ln.Addr().String()
-}
-
 // runRouter starts routerapp.Run with args and stops it at cleanup.
 func runRouter(t *testing.T, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr logsink.Buffer
 	code := make(chan int, 1)
-	go func() { code <- routerapp.Run(ctx, args, io.Discard, &stderr) }()
+	go func() { code <- Run(ctx, args, io.Discard, &stderr) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case c := <-code:
-			if c != routerapp.ExitOK {
+			if c != ExitOK {
 				t.Errorf("Run returned %d; log:\n%s", c, stderr.String())
 			}
 		case <-time.After(20 * time.Second):
 			t.Error("Run did not stop after its context ended")
 		}
 	})
-}
-
-func tlsWaitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func servedByVia(t *testing.T, proxy string) string {
@@ -148,13 +109,13 @@ func servedByVia(t *testing.T, proxy string) string {
 func TestGRPCTLSFlags(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	perl, rust := tlsDemoBackend(t, pvedemo.FlavorPerl, state), tlsDemoBackend(t, pvedemo.FlavorRust, state)
+	perl, rust := demoBackend(t, pvedemo.FlavorPerl, state), demoBackend(t, pvedemo.FlavorRust, state)
 	conf := filepath.Join(dir, "network-migration.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("phase = \"rust-read-only\"\nperl_api_base_url = %q\n", perl)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	certFile, keyFile, pool := writeTLSPair(t, dir)
-	grpcAddr, admin, proxy := tlsFreeAddr(t), tlsFreeAddr(t), tlsFreeAddr(t)
+	grpcAddr, admin, proxy := freeAddr(t), freeAddr(t), freeAddr(t)
 	runRouter(t, "--config", conf, "--grpc-listen", grpcAddr, "--admin-listen", admin,
 		"--grpc-tls-cert", certFile, "--grpc-tls-key", keyFile,
 		"--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust)
@@ -171,14 +132,14 @@ func TestGRPCTLSFlags(t *testing.T) {
 		return r.GetStatus(), err
 	}
 	good := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12})
-	tlsWaitFor(t, "gRPC health SERVING over TLS", func() bool {
+	waitFor(t, "gRPC health SERVING over TLS", func() bool {
 		st, err := health(good)
 		return err == nil && st == healthpb.HealthCheckResponse_SERVING
 	})
 	if _, err := health(insecure.NewCredentials()); err == nil {
 		t.Fatal("a plaintext client reached the TLS gRPC port")
 	}
-	tlsWaitFor(t, "data plane listening", func() bool {
+	waitFor(t, "data plane listening", func() bool {
 		c, err := net.Dial("tcp", proxy)
 		if err == nil {
 			c.Close()
@@ -193,10 +154,10 @@ func TestGRPCTLSFlags(t *testing.T) {
 	// A second router whose data plane asks the first one over --ext-proc
 	// without --ext-proc-ca: it cannot complete the TLS handshake, so the
 	// request must fail open to perl, not fail.
-	proxy2 := tlsFreeAddr(t)
+	proxy2 := freeAddr(t)
 	runRouter(t, "--config", conf, "--grpc-listen", "unix:"+filepath.Join(dir, "second.sock"), "--admin-listen", "",
 		"--ext-proc", grpcAddr, "--proxy-listen", proxy2, "--perl-upstream", perl, "--rust-upstream", rust)
-	tlsWaitFor(t, "second data plane listening", func() bool {
+	waitFor(t, "second data plane listening", func() bool {
 		c, err := net.Dial("tcp", proxy2)
 		if err == nil {
 			c.Close()
@@ -208,11 +169,11 @@ func TestGRPCTLSFlags(t *testing.T) {
 	}
 
 	// A third one with the CA: the TLS link works and rust serves again.
-	proxy3 := tlsFreeAddr(t)
+	proxy3 := freeAddr(t)
 	runRouter(t, "--config", conf, "--grpc-listen", "unix:"+filepath.Join(dir, "third.sock"), "--admin-listen", "",
 		"--ext-proc", grpcAddr, "--ext-proc-ca", certFile, "--ext-proc-server-name", "localhost",
 		"--proxy-listen", proxy3, "--perl-upstream", perl, "--rust-upstream", rust)
-	tlsWaitFor(t, "third data plane serving over the TLS link", func() bool {
+	waitFor(t, "third data plane serving over the TLS link", func() bool {
 		c, err := net.Dial("tcp", proxy3)
 		if err != nil {
 			return false
