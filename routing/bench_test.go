@@ -38,3 +38,40 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecideEvidence is BenchmarkDecide's policy with every second
+// round input on (node phases, a gate trip of another category, canary
+// users and percent), against the same policy without them in the same
+// run: the ratio is the cost of the evidence loop per decision.
+func BenchmarkDecideEvidence(b *testing.B) {
+	plain := Policy{Phase: RustBasicWrite, FallbackEnabled: true, FallbackTimeout: 30 * time.Second,
+		Features: Features{EnableAdvancedNetworking: true}}
+	full := plain
+	full.Nodes = map[string]Phase{"pve1": RustBasicWrite, "pve2": RustReadOnly}
+	full.Canary = Canary{Users: []string{"terraform@pve!ci", "alice@pam"}, Percent: 10}
+	full.Local = Local{Node: "pve1", Tripped: CategorySet(0).With(SDNRead)}
+	cases := []struct {
+		name string
+		r    Request
+	}{
+		{"list", Request{Method: "GET", Path: "/api2/json/nodes/pve1/network", User: "bob@pam"}},
+		{"iface-put", Request{Method: "PUT", Path: "/api2/extjs/nodes/pve1/network/eno1", IfaceType: "eth", User: "bob@pam"}},
+		{"advanced-canary", Request{Method: "POST", Path: "/api2/json/nodes/pve1/network", IfaceType: "bridge", User: "terraform@pve!ci"}},
+		{"advanced-other", Request{Method: "POST", Path: "/api2/json/nodes/pve1/network", IfaceType: "bridge", User: "bob@pam!tf"}},
+		{"sdn-vnets", Request{Method: "GET", Path: "/api2/json/cluster/sdn/vnets/vnet1/subnets"}},
+	}
+	for _, tc := range cases {
+		b.Run("baseline=plain/"+tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Decide(&plain, tc.r)
+			}
+		})
+		b.Run("evidence/"+tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Decide(&full, tc.r)
+			}
+		})
+	}
+}

@@ -10,6 +10,13 @@ type Classification struct {
 	// category depends on the interface type: the caller should find the
 	// type (body, query, or a lookup for DELETE) before deciding.
 	NeedsType bool
+	// Node is the `{node}` of a /nodes/{node}/... template (a substring
+	// of the request path, so classifying allocates nothing); empty for
+	// cluster-wide paths and not-network.
+	Node string
+	// ClusterWide is true for /cluster/sdn paths, which follow the
+	// top-level phase on every node.
+	ClusterWide bool
 }
 
 // Classify maps a method and raw path to the contract's category. It is
@@ -35,6 +42,11 @@ func Classify(method, rawPath, ifaceType string) Classification {
 		return Classification{}
 	}
 	c := Classification{Template: e.template}
+	if e.fam == famClusterSDN {
+		c.ClusterWide = true
+	} else {
+		c.Node = nodeSegment(p)
+	}
 	switch e.fam {
 	case famNodeNetwork:
 		switch method {
@@ -59,6 +71,46 @@ func Classify(method, rawPath, ifaceType string) Classification {
 		}
 	}
 	return c
+}
+
+// nodeSegment returns NAME of a /nodes/NAME/... path.
+func nodeSegment(p string) string {
+	const prefix = "/nodes/"
+	if len(p) <= len(prefix) || p[:len(prefix)] != prefix {
+		return ""
+	}
+	rest := p[len(prefix):]
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '/' {
+			return rest[:i]
+		}
+	}
+	return rest
+}
+
+// NextPhase is the phase after p, and false for rust-full, the last one.
+func NextPhase(p Phase) (Phase, bool) {
+	if p >= RustFull {
+		return p, false
+	}
+	return p + 1, true
+}
+
+// RustInPhase reports whether the phase matrix sends category c to Rust in
+// phase p (feature flags aside). `plan` and `advance` use it to say what
+// the next phase would move.
+func RustInPhase(p Phase, c Category) bool { return rustInPhase(p, c) }
+
+// EffectivePhase is the phase in force on this router's node for its own
+// paths: the node's `[nodes.NAME]` entry when there is one, else the
+// top-level phase.
+func (p *Policy) EffectivePhase() Phase {
+	if p.Local.Node != "" && len(p.Nodes) > 0 {
+		if np, ok := p.Nodes[p.Local.Node]; ok {
+			return np
+		}
+	}
+	return p.Phase
 }
 
 // typeCategory: only plain NICs and their aliases are basic; every other
@@ -87,47 +139,87 @@ func rustInPhase(p Phase, c Category) bool {
 }
 
 // Decide applies the contract's precedence, first match wins:
-// not-network → Perl; phase perl-only → Perl (the rollback beats every
-// override); feature flag off for the category → Perl; an endpoint entry
-// that sets use_rust → its answer; otherwise the phase matrix.
+//
+//  1. not-network → Perl
+//  2. the node-local kill switch → Perl (works without pmxcfs)
+//  3. effective phase perl-only → Perl (the rollback beats every override)
+//  4. a path about another node → Perl (pveproxy forwards it there, and
+//     that node's router decides)
+//  5. feature flag off for the category → Perl
+//  6. the gate tripped the category on this node → Perl
+//  7. an endpoint entry that sets use_rust → its answer
+//  8. a canary user, in a category the next phase moves → Rust
+//  9. otherwise the phase matrix.
+//
+// The phase of a request is the node's effective phase for its own paths
+// and the top-level phase for cluster-wide SDN paths.
 //
 // p must not be nil. Decide does not allocate on clean paths.
 func Decide(p *Policy, r Request) Decision {
 	c := Classify(r.Method, r.Path, r.IfaceType)
-	return decideClassified(p, r.Method, c)
+	return decideClassified(p, r.Method, r.User, c)
 }
 
 // DecideClassified is Decide for a request the caller already classified
-// (with Classify), so a path is not normalised twice on the hot path.
-func DecideClassified(p *Policy, method string, c Classification) Decision {
-	return decideClassified(p, method, c)
+// (with Classify), so a path is not normalised twice on the hot path. user
+// is Request.User.
+func DecideClassified(p *Policy, method, user string, c Classification) Decision {
+	return decideClassified(p, method, user, c)
 }
 
-func decideClassified(p *Policy, method string, c Classification) Decision {
+func decideClassified(p *Policy, method, user string, c Classification) Decision {
 	d := Decision{Backend: Perl, Category: c.Category, Template: c.Template}
-	switch {
-	case c.Category == NotNetwork:
+	if c.Category == NotNetwork {
 		d.Reason = ReasonNotNetwork
 		return d
-	case p.Phase == PerlOnly:
+	}
+	if p.Local.KillSwitch {
+		d.Reason = ReasonKillSwitch
+		return d
+	}
+	eff := p.EffectivePhase()
+	if eff == PerlOnly {
 		d.Reason = ReasonPerlOnly
+		return d
+	}
+	phase := eff
+	if c.ClusterWide {
+		phase = p.Phase
+		if phase == PerlOnly {
+			d.Reason = ReasonPerlOnly
+			return d
+		}
+	}
+	d.Phase = phase
+	switch {
+	case p.Local.Node != "" && c.Node != "" && c.Node != "localhost" && c.Node != p.Local.Node:
+		d.Reason = ReasonRemoteNode
 		return d
 	case c.Category == NodeNetworkAdvancedWrite && !p.Features.EnableAdvancedNetworking,
 		(c.Category == SDNRead || c.Category == SDNWrite) && !p.Features.EnableSDNMigration:
 		d.Reason = ReasonFeatureDisabled
 		return d
+	case p.Local.Tripped.Has(c.Category):
+		d.Reason = ReasonGateTripped
+		return d
 	}
 	rule, hasRule := p.Endpoints[c.Template]
-	if hasRule && rule.UseRust != nil {
+	switch {
+	case hasRule && rule.UseRust != nil:
 		d.Reason = ReasonEndpointOverride
 		if *rule.UseRust && methodAllowed(rule.RustMethods, method) {
 			d.Backend = Rust
 		}
-	} else {
+	case rustInPhase(phase, c.Category):
 		d.Reason = ReasonPhase
-		if rustInPhase(p.Phase, c.Category) {
-			d.Backend = Rust
-		}
+		d.Backend = Rust
+	case user != "" && p.Canary.Enabled() && rustInPhase(phase+1, c.Category) && p.Canary.Includes(user):
+		// phase+1 past rust-full moves nothing new: rustInPhase of the
+		// same categories is already true there, so this case never runs.
+		d.Reason = ReasonCanary
+		d.Backend = Rust
+	default:
+		d.Reason = ReasonPhase
 	}
 	if d.Backend == Rust {
 		d.Fallback = p.FallbackEnabled && (!hasRule || rule.FallbackOnError == nil || *rule.FallbackOnError)

@@ -129,9 +129,24 @@ const (
 	ReasonFeatureDisabled
 	ReasonEndpointOverride
 	ReasonPhase
+	// The reasons of the second round (kill switch, per-node phases, gate,
+	// canary) are appended so that the values above keep their numbers;
+	// their place in the precedence is documented on Decide.
+	ReasonKillSwitch
+	ReasonRemoteNode
+	ReasonGateTripped
+	ReasonCanary
 )
 
-var reasonNames = [...]string{"not-network", "perl-only", "feature-disabled", "endpoint-override", "phase"}
+var reasonNames = [...]string{"not-network", "perl-only", "feature-disabled", "endpoint-override", "phase",
+	"kill-switch", "remote-node", "gate-tripped", "canary"}
+
+// Reasons lists every decision reason, for metrics that export each value
+// at zero and for tests that walk them all.
+func Reasons() []Reason {
+	return []Reason{ReasonNotNetwork, ReasonKillSwitch, ReasonPerlOnly, ReasonRemoteNode, ReasonFeatureDisabled,
+		ReasonGateTripped, ReasonEndpointOverride, ReasonCanary, ReasonPhase}
+}
 
 // String returns the contract's reason name.
 func (r Reason) String() string {
@@ -180,6 +195,103 @@ type Policy struct {
 	// Endpoints is keyed by template without the format prefix, e.g.
 	// "/nodes/{node}/network" (see TemplateKey).
 	Endpoints map[string]EndpointRule
+	// Nodes holds the `[nodes.NAME] phase` overrides of the config file,
+	// keyed by PVE node name. On the node named by Local.Node its entry
+	// beats Phase for that node's own paths; cluster-wide SDN paths keep
+	// following Phase, because an SDN apply touches every node.
+	Nodes map[string]Phase
+	// Canary moves chosen users' requests one phase early.
+	Canary Canary
+	// Local is what this router knows about itself at run time (its node
+	// name, the kill switch, gate trips). The config never sets it; the
+	// service fills it in before handing the policy to Decide, so every
+	// input of the decision stays data and Decide stays pure.
+	Local Local
+}
+
+// Local is the node-local, run-time part of a Policy.
+type Local struct {
+	// Node is this router's PVE node name. Empty disables the per-node
+	// rules (every /nodes/NAME path counts as local), which is what a
+	// policy built without a router, in a test or by `explain`, gets.
+	Node string
+	// KillSwitch is true while the node-local kill-switch file exists: it
+	// sends everything to Perl, before any phase is even looked at,
+	// because it is the rollback that still works when pmxcfs is read-only.
+	KillSwitch bool
+	// Tripped holds the categories the gate has sent back to Perl on this
+	// node.
+	Tripped CategorySet
+}
+
+// CategorySet is a set of categories as a bit mask, so that a snapshot
+// carries the gate's trips without a map and Decide tests one bit.
+type CategorySet uint16
+
+// Has reports whether c is in the set.
+func (s CategorySet) Has(c Category) bool { return s&(1<<c) != 0 }
+
+// With returns the set plus c.
+func (s CategorySet) With(c Category) CategorySet { return s | 1<<c }
+
+// Without returns the set minus c.
+func (s CategorySet) Without(c Category) CategorySet { return s &^ (1 << c) }
+
+// List returns the members in contract order.
+func (s CategorySet) List() []Category {
+	var out []Category
+	for _, c := range Categories() {
+		if s.Has(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Canary is the `[canary]` table: users whose requests in the categories
+// the next phase moves go to Rust now, so that writes earn evidence
+// before their phase (a team moves its Terraform token first).
+type Canary struct {
+	// Users are `USER@REALM` (the user and every one of its API tokens)
+	// or `USER@REALM!TOKENID` (that token only) entries.
+	Users []string
+	// Percent (0-100) of all users, picked by a stable hash of the user
+	// id, so that raising it keeps every user that was already in.
+	Percent int
+}
+
+// Enabled reports whether any user can be a canary.
+func (c *Canary) Enabled() bool { return c.Percent > 0 || len(c.Users) > 0 }
+
+// Includes reports whether user (`USER@REALM` or `USER@REALM!TOKENID`, as
+// read from the request's token or ticket) is a canary.
+func (c *Canary) Includes(user string) bool {
+	if user == "" {
+		return false
+	}
+	base := user
+	if i := strings.IndexByte(user, '!'); i >= 0 {
+		base = user[:i]
+	}
+	for _, u := range c.Users {
+		if u == user || u == base {
+			return true
+		}
+	}
+	return c.Percent > 0 && CanaryBucket(user) < c.Percent
+}
+
+// CanaryBucket places a user id in one of 100 buckets with FNV-1a, a hash
+// that is stable across releases and machines: the same user is in or out
+// on every node of a cluster, and a user in at N percent is in at every
+// higher N.
+func CanaryBucket(user string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(user); i++ {
+		h ^= uint32(user[i])
+		h *= 16777619
+	}
+	return int(h % 100)
 }
 
 // DefaultPolicy is the contract's built-in configuration: everything on
@@ -204,6 +316,12 @@ type Request struct {
 	// the body or query) or the looked-up type for a DELETE. Empty means
 	// unknown, which classifies as advanced.
 	IfaceType string
+	// User is the PVE user id the request claims (`USER@REALM` or
+	// `USER@REALM!TOKENID`, from the API token header or the ticket
+	// cookie), used only to pick canaries. It is not verified here: the
+	// backend authenticates, and a forged id can only move the request
+	// within what the next phase would do anyway.
+	User string
 }
 
 // Decision is Decide's answer.
@@ -219,4 +337,8 @@ type Decision struct {
 	Fallback bool
 	// RustTimeout is the per-attempt timeout for Rust; zero for Perl.
 	RustTimeout time.Duration
+	// Phase is the phase that applied to the request (the node's
+	// effective phase, or the top-level one for cluster-wide SDN paths);
+	// perl-only when an earlier rule decided before any phase mattered.
+	Phase Phase
 }

@@ -312,15 +312,15 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	c := routing.Classify(method, s.dec.Path, "")
 	s.class = c
 	if !c.NeedsType {
-		return s.decide(routing.DecideClassified(s.policy, method, c), "", outcome.TypeNone, nil).headers
+		return s.decide(routing.DecideClassified(s.policy, method, "", c), "", outcome.TypeNone, nil).headers
 	}
 
 	// The category depends on the interface type. Find out whether that
 	// changes the backend before paying for a body or a lookup.
 	basic, advanced := c, c
 	basic.Category, advanced.Category = routing.NodeNetworkBasicWrite, routing.NodeNetworkAdvancedWrite
-	dBasic := routing.DecideClassified(s.policy, method, basic)
-	dAdvanced := routing.DecideClassified(s.policy, method, advanced)
+	dBasic := routing.DecideClassified(s.policy, method, "", basic)
+	dAdvanced := routing.DecideClassified(s.policy, method, "", advanced)
 
 	// Query parameters win over body parameters in pveproxy, so a type in
 	// the query of a POST/PUT is the type, whatever the body says. It is
@@ -371,7 +371,7 @@ func (s *stream) decideType(method, t string) routing.Decision {
 	} else {
 		c.Category = routing.NodeNetworkAdvancedWrite
 	}
-	return routing.DecideClassified(s.policy, method, c)
+	return routing.DecideClassified(s.policy, method, "", c)
 }
 
 func sourceOf(t string, src outcome.TypeSource) outcome.TypeSource {

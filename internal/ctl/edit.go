@@ -233,7 +233,7 @@ func (a *app) printMoves(snap *config.Snapshot, from *routing.Phase, to routing.
 		p := pol
 		p.Phase = ph
 		p.Endpoints = nil // per-template rules are listed separately
-		return routing.DecideClassified(&p, "GET", routing.Classification{Category: c})
+		return routing.DecideClassified(&p, "GET", "", routing.Classification{Category: c})
 	}
 	s := a.style
 	var toRust, toPerl, held []string

@@ -239,7 +239,7 @@ func firstRustPhase(c routing.Category) (routing.Phase, bool) {
 	p.Features = routing.Features{EnableSDNMigration: true, EnableAdvancedNetworking: true}
 	for _, ph := range routing.Phases() {
 		p.Phase = ph
-		if routing.DecideClassified(&p, "GET", routing.Classification{Category: c}).Backend == routing.Rust {
+		if routing.DecideClassified(&p, "GET", "", routing.Classification{Category: c}).Backend == routing.Rust {
 			return ph, true
 		}
 	}
