@@ -61,6 +61,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock for durations; nil means time.Now.
 	Now func() time.Time
+	// Local returns this router's run-time decision inputs (node name,
+	// kill switch, gate trips: localstate.State.Local). Nil means none:
+	// no node awareness, no kill switch, no trips.
+	Local func() routing.Local
 }
 
 // Processor is the ext_proc service (envoy.service.ext_proc.v3.
@@ -76,6 +80,7 @@ type Processor struct {
 	lookup    TypeLookup
 	logger    *slog.Logger
 	now       func() time.Time
+	local     func() routing.Local
 	responses responseCache
 }
 
@@ -84,7 +89,7 @@ var _ extprocv3.ExternalProcessorServer = (*Processor)(nil)
 // NewProcessor returns a Processor. It does no I/O; register it on a
 // grpc.Server with extprocv3.RegisterExternalProcessorServer (Serve does).
 func NewProcessor(opts Options) *Processor {
-	p := &Processor{config: opts.Config, obs: opts.Observer, lookup: opts.Lookup, logger: opts.Logger, now: opts.Now}
+	p := &Processor{config: opts.Config, obs: opts.Observer, lookup: opts.Lookup, logger: opts.Logger, now: opts.Now, local: opts.Local}
 	if p.config == nil {
 		p.config = func() *config.Snapshot { return nil }
 	}
@@ -168,6 +173,10 @@ type stream struct {
 	state  streamState
 	snap   *config.Snapshot
 	policy *routing.Policy
+	// pol is the snapshot's policy with this router's Local inputs; policy
+	// points at it (or at zeroPolicy). Kept by value so that a request
+	// costs no allocation for it.
+	pol    routing.Policy
 	dec    outcome.Decision
 	obsCtx context.Context
 
@@ -269,9 +278,13 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	s.snap = s.p.config()
 	s.policy = &zeroPolicy
 	if s.snap != nil {
-		s.policy = &s.snap.Policy
+		s.pol = s.snap.Policy
+		if s.p.local != nil {
+			s.pol.Local = s.p.local()
+		}
+		s.policy = &s.pol
 	}
-	s.dec.Phase = s.policy.Phase
+	s.dec.Phase = s.policy.EffectivePhase()
 
 	var method, path string
 	for _, hv := range h.GetHeaders().GetHeaders() {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/localstate"
 	"github.com/pve-migration/router/internal/telemetry"
 	"github.com/pve-migration/router/routing"
 	"github.com/pve-migration/router/server"
@@ -223,7 +224,10 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	if err != nil {
 		return fmt.Errorf("perl lookup: %w", err)
 	}
-	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: tel.Observer(), Lookup: lookup, Logger: logger})
+	// local carries this router's run-time decision inputs (node name,
+	// kill switch, gate trips); the node name is empty until --node exists.
+	local := localstate.New("")
+	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: tel.Observer(), Lookup: lookup, Logger: logger, Local: local.Local})
 	health, err := server.NewHealthChecker(server.HealthOptions{Config: store.Current, RustURL: f.rustUpstream, TLS: upTLS, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("health checker: %w", err)
