@@ -99,6 +99,12 @@ type Snapshot struct {
 	// LoadedAt is when the snapshot was loaded. Parse leaves it zero (it
 	// has no clock); Load, the Store and the watcher set it.
 	LoadedAt time.Time
+	// FileNodes are the file's [nodes.NAME] phases, even where
+	// PVE_NETWORK_MIGRATION_PHASE overrides them in Policy.Nodes.
+	FileNodes map[string]routing.Phase
+	// Digest identifies what the file configures (see nodes.go), so each
+	// node's state file tells whether that node runs the current file.
+	Digest string
 }
 
 // Equal reports whether two snapshots configure the same behaviour and
@@ -248,6 +254,7 @@ func Parse(name string, data []byte, env func(string) string) (*Snapshot, error)
 	if p.token != "" {
 		s.Sources["perl_api_token"] = SourceEnv
 	}
+	p.finishNodes(s)
 	s.PhaseSource = s.Sources["phase"]
 	s.FallbackSource = s.Sources["fallback_enabled"]
 	return s, nil
@@ -294,7 +301,7 @@ func (b bytesProvider) Read() (map[string]any, error) {
 
 // Known keys per level, in the contract's order (used for "valid:" lists).
 var (
-	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints"}
+	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints", "nodes"}
 	featureKeys  = []string{"enable_sdn_migration", "enable_advanced_networking"}
 	endpointKeys = []string{"use_rust", "fallback_on_error", "rust_timeout", "rust_methods"}
 	methodNames  = []string{"GET", "POST", "PUT", "DELETE"}
@@ -306,6 +313,7 @@ type parser struct {
 	fileLayer map[string]any
 	envLayer  map[string]any
 	endpoints map[string]routing.EndpointRule
+	nodes     map[string]routing.Phase
 	token     Secret
 	problems  []Problem
 	warnings  []Problem
@@ -370,6 +378,8 @@ func (p *parser) fileTables(raw map[string]any) {
 			p.features(v)
 		case "endpoints":
 			p.endpointTables(v)
+		case "nodes":
+			p.nodeTables(v)
 		default:
 			p.problem(key, valueText(v), unknownKey(key, "", topKeys))
 		}
