@@ -24,6 +24,9 @@ type AdminOptions struct {
 	// Ready is the readiness Serve maintains; nil means /health only
 	// checks that a config is loaded.
 	Ready *Readiness
+	// Node, if set, adds the router's node, kill switch and state file
+	// to /status.
+	Node NodeSource
 }
 
 // HealthView is the JSON of GET /health.
@@ -51,7 +54,7 @@ type HealthView struct {
 // is healthy when it can answer Envoy, and an unreachable Rust is exactly
 // what the fallback is for.
 func NewAdminHandler(opts AdminOptions) http.Handler {
-	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready}
+	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		st := src.collect()

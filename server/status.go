@@ -56,6 +56,10 @@ type Status struct {
 	Health  HealthReport `json:"health"`
 	Serving bool         `json:"serving"`
 	Version string       `json:"version,omitempty"`
+	// KillSwitch is true while the node-local kill switch sends every
+	// request to perl; Node is the router's own node (nil without one).
+	KillSwitch bool        `json:"kill_switch"`
+	Node       *NodeStatus `json:"node,omitempty"`
 }
 
 // FallbackStatus is the global Rust → Perl fallback setting.
@@ -118,6 +122,7 @@ type statusSources struct {
 	stats   outcome.StatsSource
 	version string
 	ready   *Readiness
+	node    NodeSource
 }
 
 // serving is the /health verdict: a config is loaded and, when Serve
@@ -166,6 +171,10 @@ func (s statusSources) collect() Status {
 	}
 	if s.stats != nil {
 		st.Stats = statsView(s.stats.Stats())
+	}
+	if s.node != nil {
+		n := s.node.NodeStatus()
+		st.Node, st.KillSwitch = &n, n.KillSwitch
 	}
 	return st
 }

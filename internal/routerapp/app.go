@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/killswitch"
 	"github.com/pve-migration/router/internal/localstate"
+	"github.com/pve-migration/router/internal/nodestate"
 	"github.com/pve-migration/router/internal/telemetry"
 	"github.com/pve-migration/router/routing"
 	"github.com/pve-migration/router/server"
@@ -57,6 +59,10 @@ type flags struct {
 	logLevel       string
 	logFormat      string
 	version        bool
+	node           string
+	killSwitch     string
+	stateFile      string
+	stateInterval  time.Duration
 }
 
 func newFlagSet(f *flags, stderr io.Writer) *flag.FlagSet {
@@ -84,6 +90,10 @@ func newFlagSet(f *flags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.StringVar(&f.node, "node", defaultNode(), "this router's PVE node name ([nodes.NAME] tables, /nodes/NAME paths); default: the short host name")
+	fs.StringVar(&f.killSwitch, "kill-switch", killswitch.DefaultPath, "node-local kill switch: while this file exists every request goes to perl")
+	fs.StringVar(&f.stateFile, "state-file", "", "this node's state file (default: CONFIGDIR/nodes/NODE/"+nodestate.FileName+"; \"off\": none)")
+	fs.DurationVar(&f.stateInterval, "state-interval", nodestate.DefaultInterval, "longest time between two writes of the state file")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `migration-router: the PVE network migration decision service (Envoy ext_proc),
 with an optional embedded data plane that plays Envoy's part.
@@ -125,6 +135,9 @@ func (f *flags) validate() error {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", f.logFormat))
 	}
 	if _, err := parseLevel(f.logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := f.validateNode(); err != nil {
 		errs = append(errs, err)
 	}
 	if f.reloadInterval == 0 {
@@ -225,17 +238,18 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return fmt.Errorf("perl lookup: %w", err)
 	}
 	// local carries this router's run-time decision inputs (node name,
-	// kill switch, gate trips); the node name is empty until --node exists.
-	local := localstate.New("")
+	// kill switch, gate trips).
+	local := localstate.New(f.node)
+	nodeRT := newNodeRuntime(f, path, store, local, tel, logger)
 	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: tel.Observer(), Lookup: lookup, Logger: logger, Local: local.Local})
 	health, err := server.NewHealthChecker(server.HealthOptions{Config: store.Current, RustURL: f.rustUpstream, TLS: upTLS, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("health checker: %w", err)
 	}
 	ready := &server.Readiness{}
-	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready})
+	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready, Node: nodeRT})
 
-	errc := make(chan error, 6)
+	errc := make(chan error, 8)
 	running := 0
 	start := func(name string, fn func() error) {
 		running++
@@ -251,6 +265,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return config.Watch(ctx, store, config.WatchOptions{Path: path, Explicit: explicit, Env: os.Getenv, PollInterval: f.reloadInterval, Logger: logger})
 	})
 	start("health", func() error { health.Run(ctx); return nil })
+	nodeRT.run(ctx, start)
 	grpcOpts, err := grpcTLS(f)
 	if err != nil {
 		return err
@@ -272,11 +287,12 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		start("data plane", func() error { return dp(ctx) })
 	}
 	if f.adminListen != "" {
-		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready})
+		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Node: nodeRT})
 		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
 	}
 	logger.Info("migration-router started", "version", Version, "config", displayPath(snap), "phase", snap.Policy.Phase.String(),
-		"phase_source", string(snap.PhaseSource), "grpc", f.grpcListen, "admin", f.adminListen, "proxy", f.proxyListen)
+		"phase_source", string(snap.PhaseSource), "grpc", f.grpcListen, "admin", f.adminListen, "proxy", f.proxyListen,
+		"node", f.node, "kill_switch", local.Local().KillSwitch)
 
 	var first error
 	for i := 0; i < running; i++ {

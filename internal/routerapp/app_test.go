@@ -93,7 +93,8 @@ func TestRunWholeRouter(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- Run(ctx, []string{"--config", conf, "--grpc-listen", "unix:" + sock, "--admin-listen", admin,
-			"--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust, "--reload-interval", "100ms"},
+			"--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust, "--reload-interval", "100ms",
+			"--node", "pve1", "--kill-switch", filepath.Join(dir, "perl-only")},
 			&bytes.Buffer{}, &stderr)
 	}()
 	defer func() {
@@ -156,7 +157,7 @@ func TestRunWholeRouter(t *testing.T) {
 	ctl := pb.NewControlServiceClient(conn)
 	waitFor(t, "phase perl-only in GetStatus", func() bool {
 		st, err := ctl.GetStatus(ctx, &pb.GetStatusRequest{})
-		return err == nil && strings.Contains(fmt.Sprint(st), "perl-only")
+		return err == nil && st.GetPhase() == "perl-only"
 	})
 	if got := servedBy("GET", "/api2/json/nodes/pve1/network"); got != "perl" {
 		t.Fatalf("after rollback the list is served by %q", got)
@@ -203,6 +204,10 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"extra"}, ExitUsage, `unexpected argument "extra"`},
 		{[]string{"--config", "/nonexistent/x.conf"}, ExitFailure, "/nonexistent/x.conf"},
 		{[]string{"healthcheck"}, ExitUsage, "usage: migration-router healthcheck URL"},
+		{[]string{"--node", "pve_1"}, ExitUsage, `--node: invalid node name "pve_1"`},
+		{[]string{"--node", "localhost"}, ExitUsage, `"localhost" is not a node name`},
+		{[]string{"--node", ""}, ExitUsage, "--node: no node name"},
+		{[]string{"--state-interval", "0s"}, ExitUsage, "--state-interval 0s"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stderr syncBuffer

@@ -73,6 +73,8 @@ func writeTLSPair(t *testing.T, dir string) (certFile, keyFile string, pool *x50
 // runRouter starts routerapp.Run with args and stops it at cleanup.
 func runRouter(t *testing.T, args ...string) {
 	t.Helper()
+	// The demo's node is pve1; the kill switch stays in the test's files.
+	args = append(args, "--node", "pve1", "--kill-switch", filepath.Join(t.TempDir(), "perl-only"))
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr logsink.Buffer
 	code := make(chan int, 1)

@@ -13,8 +13,8 @@ func TestSetIn(t *testing.T) {
 		value           any
 	}{
 		{
-			name: "replace in place, comments kept",
-			src: "# cluster\nphase = \"rust-read-only\"\n\n[nodes.pve1]\nphase = \"rust-sdn\" # ticket 4711\n\n[nodes.pve2]\nphase = 'perl-only'\n",
+			name:  "replace in place, comments kept",
+			src:   "# cluster\nphase = \"rust-read-only\"\n\n[nodes.pve1]\nphase = \"rust-sdn\" # ticket 4711\n\n[nodes.pve2]\nphase = 'perl-only'\n",
 			table: []string{"nodes", "pve2"}, key: "phase", value: "rust-read-only",
 			want: "# cluster\nphase = \"rust-read-only\"\n\n[nodes.pve1]\nphase = \"rust-sdn\" # ticket 4711\n\n[nodes.pve2]\nphase = 'rust-read-only'\n",
 		},

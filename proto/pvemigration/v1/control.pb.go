@@ -97,8 +97,14 @@ type GetStatusResponse struct {
 	PerlApiTokenSet bool   `protobuf:"varint,15,opt,name=perl_api_token_set,json=perlApiTokenSet,proto3" json:"perl_api_token_set,omitempty"`
 	LogDecisions    bool   `protobuf:"varint,16,opt,name=log_decisions,json=logDecisions,proto3" json:"log_decisions,omitempty"`
 	MetricsEnabled  bool   `protobuf:"varint,17,opt,name=metrics_enabled,json=metricsEnabled,proto3" json:"metrics_enabled,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Fields 200-299: per-node phases (issue 16).
+	// kill_switch is true while the node-local kill switch file exists:
+	// every request on this node goes to perl.
+	KillSwitch bool `protobuf:"varint,200,opt,name=kill_switch,json=killSwitch,proto3" json:"kill_switch,omitempty"`
+	// node is this router's node, its phase in force and its state file.
+	Node          *NodeState `protobuf:"bytes,201,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -250,6 +256,120 @@ func (x *GetStatusResponse) GetMetricsEnabled() bool {
 	return false
 }
 
+func (x *GetStatusResponse) GetKillSwitch() bool {
+	if x != nil {
+		return x.KillSwitch
+	}
+	return false
+}
+
+func (x *GetStatusResponse) GetNode() *NodeState {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+// NodeState is what a router knows about its own node in a cluster.
+type NodeState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The router's PVE node name (--node).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The phase in force on this node for its own paths: perl-only while
+	// the kill switch is on, else the node's [nodes.NAME] phase, else the
+	// top-level phase; and where it comes from ("kill-switch", "env",
+	// "node", "file", "default").
+	EffectivePhase       string `protobuf:"bytes,2,opt,name=effective_phase,json=effectivePhase,proto3" json:"effective_phase,omitempty"`
+	EffectivePhaseSource string `protobuf:"bytes,3,opt,name=effective_phase_source,json=effectivePhaseSource,proto3" json:"effective_phase_source,omitempty"`
+	KillSwitchPath       string `protobuf:"bytes,4,opt,name=kill_switch_path,json=killSwitchPath,proto3" json:"kill_switch_path,omitempty"`
+	// The node's state file, the last successful write, and the last
+	// write's error ("" when it succeeded).
+	StateFile          string                 `protobuf:"bytes,5,opt,name=state_file,json=stateFile,proto3" json:"state_file,omitempty"`
+	StateFileWrittenAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=state_file_written_at,json=stateFileWrittenAt,proto3" json:"state_file_written_at,omitempty"`
+	StateFileError     string                 `protobuf:"bytes,7,opt,name=state_file_error,json=stateFileError,proto3" json:"state_file_error,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *NodeState) Reset() {
+	*x = NodeState{}
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeState) ProtoMessage() {}
+
+func (x *NodeState) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeState.ProtoReflect.Descriptor instead.
+func (*NodeState) Descriptor() ([]byte, []int) {
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NodeState) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeState) GetEffectivePhase() string {
+	if x != nil {
+		return x.EffectivePhase
+	}
+	return ""
+}
+
+func (x *NodeState) GetEffectivePhaseSource() string {
+	if x != nil {
+		return x.EffectivePhaseSource
+	}
+	return ""
+}
+
+func (x *NodeState) GetKillSwitchPath() string {
+	if x != nil {
+		return x.KillSwitchPath
+	}
+	return ""
+}
+
+func (x *NodeState) GetStateFile() string {
+	if x != nil {
+		return x.StateFile
+	}
+	return ""
+}
+
+func (x *NodeState) GetStateFileWrittenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StateFileWrittenAt
+	}
+	return nil
+}
+
+func (x *NodeState) GetStateFileError() string {
+	if x != nil {
+		return x.StateFileError
+	}
+	return ""
+}
+
 type Features struct {
 	state                    protoimpl.MessageState `protogen:"open.v1"`
 	EnableSdnMigration       bool                   `protobuf:"varint,1,opt,name=enable_sdn_migration,json=enableSdnMigration,proto3" json:"enable_sdn_migration,omitempty"`
@@ -260,7 +380,7 @@ type Features struct {
 
 func (x *Features) Reset() {
 	*x = Features{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[2]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +392,7 @@ func (x *Features) String() string {
 func (*Features) ProtoMessage() {}
 
 func (x *Features) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[2]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +405,7 @@ func (x *Features) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Features.ProtoReflect.Descriptor instead.
 func (*Features) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Features) GetEnableSdnMigration() bool {
@@ -320,7 +440,7 @@ type EndpointOverride struct {
 
 func (x *EndpointOverride) Reset() {
 	*x = EndpointOverride{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[3]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +452,7 @@ func (x *EndpointOverride) String() string {
 func (*EndpointOverride) ProtoMessage() {}
 
 func (x *EndpointOverride) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[3]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +465,7 @@ func (x *EndpointOverride) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointOverride.ProtoReflect.Descriptor instead.
 func (*EndpointOverride) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EndpointOverride) GetTemplate() string {
@@ -397,7 +517,7 @@ type Reload struct {
 
 func (x *Reload) Reset() {
 	*x = Reload{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[4]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +529,7 @@ func (x *Reload) String() string {
 func (*Reload) ProtoMessage() {}
 
 func (x *Reload) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[4]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +542,7 @@ func (x *Reload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reload.ProtoReflect.Descriptor instead.
 func (*Reload) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Reload) GetAt() *timestamppb.Timestamp {
@@ -464,7 +584,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[5]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +596,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[5]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +609,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Stats) GetTotalRequests() uint64 {
@@ -556,7 +676,7 @@ type BackendStats struct {
 
 func (x *BackendStats) Reset() {
 	*x = BackendStats{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[6]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +688,7 @@ func (x *BackendStats) String() string {
 func (*BackendStats) ProtoMessage() {}
 
 func (x *BackendStats) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[6]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +701,7 @@ func (x *BackendStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendStats.ProtoReflect.Descriptor instead.
 func (*BackendStats) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BackendStats) GetRequests() uint64 {
@@ -636,7 +756,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[7]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +768,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[7]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +781,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Health) GetPerl() *BackendHealth {
@@ -702,7 +822,7 @@ type BackendHealth struct {
 
 func (x *BackendHealth) Reset() {
 	*x = BackendHealth{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[8]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +834,7 @@ func (x *BackendHealth) String() string {
 func (*BackendHealth) ProtoMessage() {}
 
 func (x *BackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[8]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +847,7 @@ func (x *BackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHealth.ProtoReflect.Descriptor instead.
 func (*BackendHealth) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BackendHealth) GetUrl() string {
@@ -795,7 +915,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[9]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +927,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[9]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +940,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExplainRequest) GetMethod() string {
@@ -868,7 +988,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[10]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1000,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[10]
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1013,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExplainResponse) GetBackend() string {
@@ -957,7 +1077,7 @@ var File_proto_pvemigration_v1_control_proto protoreflect.FileDescriptor
 const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"#proto/pvemigration/v1/control.proto\x12\x0fpvemigration.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\x91\x06\n" +
+	"\x10GetStatusRequest\"\xe4\x06\n" +
 	"\x11GetStatusResponse\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12!\n" +
 	"\fphase_source\x18\x02 \x01(\tR\vphaseSource\x12)\n" +
@@ -978,7 +1098,19 @@ const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\x11perl_api_base_url\x18\x0e \x01(\tR\x0eperlApiBaseUrl\x12+\n" +
 	"\x12perl_api_token_set\x18\x0f \x01(\bR\x0fperlApiTokenSet\x12#\n" +
 	"\rlog_decisions\x18\x10 \x01(\bR\flogDecisions\x12'\n" +
-	"\x0fmetrics_enabled\x18\x11 \x01(\bR\x0emetricsEnabled\"z\n" +
+	"\x0fmetrics_enabled\x18\x11 \x01(\bR\x0emetricsEnabled\x12 \n" +
+	"\vkill_switch\x18\xc8\x01 \x01(\bR\n" +
+	"killSwitch\x12/\n" +
+	"\x04node\x18\xc9\x01 \x01(\v2\x1a.pvemigration.v1.NodeStateR\x04node\"\xc0\x02\n" +
+	"\tNodeState\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
+	"\x0feffective_phase\x18\x02 \x01(\tR\x0eeffectivePhase\x124\n" +
+	"\x16effective_phase_source\x18\x03 \x01(\tR\x14effectivePhaseSource\x12(\n" +
+	"\x10kill_switch_path\x18\x04 \x01(\tR\x0ekillSwitchPath\x12\x1d\n" +
+	"\n" +
+	"state_file\x18\x05 \x01(\tR\tstateFile\x12M\n" +
+	"\x15state_file_written_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x12stateFileWrittenAt\x12(\n" +
+	"\x10state_file_error\x18\a \x01(\tR\x0estateFileError\"z\n" +
 	"\bFeatures\x120\n" +
 	"\x14enable_sdn_migration\x18\x01 \x01(\bR\x12enableSdnMigration\x12<\n" +
 	"\x1aenable_advanced_networking\x18\x02 \x01(\bR\x18enableAdvancedNetworking\"\x83\x02\n" +
@@ -1060,49 +1192,52 @@ func file_proto_pvemigration_v1_control_proto_rawDescGZIP() []byte {
 	return file_proto_pvemigration_v1_control_proto_rawDescData
 }
 
-var file_proto_pvemigration_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_proto_pvemigration_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_proto_pvemigration_v1_control_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 0: pvemigration.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 1: pvemigration.v1.GetStatusResponse
-	(*Features)(nil),              // 2: pvemigration.v1.Features
-	(*EndpointOverride)(nil),      // 3: pvemigration.v1.EndpointOverride
-	(*Reload)(nil),                // 4: pvemigration.v1.Reload
-	(*Stats)(nil),                 // 5: pvemigration.v1.Stats
-	(*BackendStats)(nil),          // 6: pvemigration.v1.BackendStats
-	(*Health)(nil),                // 7: pvemigration.v1.Health
-	(*BackendHealth)(nil),         // 8: pvemigration.v1.BackendHealth
-	(*ExplainRequest)(nil),        // 9: pvemigration.v1.ExplainRequest
-	(*ExplainResponse)(nil),       // 10: pvemigration.v1.ExplainResponse
-	nil,                           // 11: pvemigration.v1.Stats.ByBackendEntry
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*NodeState)(nil),             // 2: pvemigration.v1.NodeState
+	(*Features)(nil),              // 3: pvemigration.v1.Features
+	(*EndpointOverride)(nil),      // 4: pvemigration.v1.EndpointOverride
+	(*Reload)(nil),                // 5: pvemigration.v1.Reload
+	(*Stats)(nil),                 // 6: pvemigration.v1.Stats
+	(*BackendStats)(nil),          // 7: pvemigration.v1.BackendStats
+	(*Health)(nil),                // 8: pvemigration.v1.Health
+	(*BackendHealth)(nil),         // 9: pvemigration.v1.BackendHealth
+	(*ExplainRequest)(nil),        // 10: pvemigration.v1.ExplainRequest
+	(*ExplainResponse)(nil),       // 11: pvemigration.v1.ExplainResponse
+	nil,                           // 12: pvemigration.v1.Stats.ByBackendEntry
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_proto_pvemigration_v1_control_proto_depIdxs = []int32{
-	12, // 0: pvemigration.v1.GetStatusResponse.fallback_timeout:type_name -> google.protobuf.Duration
-	2,  // 1: pvemigration.v1.GetStatusResponse.features:type_name -> pvemigration.v1.Features
-	3,  // 2: pvemigration.v1.GetStatusResponse.endpoints:type_name -> pvemigration.v1.EndpointOverride
-	13, // 3: pvemigration.v1.GetStatusResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	4,  // 4: pvemigration.v1.GetStatusResponse.last_reload:type_name -> pvemigration.v1.Reload
-	5,  // 5: pvemigration.v1.GetStatusResponse.stats:type_name -> pvemigration.v1.Stats
-	7,  // 6: pvemigration.v1.GetStatusResponse.health:type_name -> pvemigration.v1.Health
-	12, // 7: pvemigration.v1.EndpointOverride.rust_timeout:type_name -> google.protobuf.Duration
-	13, // 8: pvemigration.v1.Reload.at:type_name -> google.protobuf.Timestamp
-	11, // 9: pvemigration.v1.Stats.by_backend:type_name -> pvemigration.v1.Stats.ByBackendEntry
-	8,  // 10: pvemigration.v1.Health.perl:type_name -> pvemigration.v1.BackendHealth
-	8,  // 11: pvemigration.v1.Health.rust:type_name -> pvemigration.v1.BackendHealth
-	12, // 12: pvemigration.v1.BackendHealth.latency:type_name -> google.protobuf.Duration
-	13, // 13: pvemigration.v1.BackendHealth.checked_at:type_name -> google.protobuf.Timestamp
-	12, // 14: pvemigration.v1.ExplainResponse.rust_timeout:type_name -> google.protobuf.Duration
-	6,  // 15: pvemigration.v1.Stats.ByBackendEntry.value:type_name -> pvemigration.v1.BackendStats
-	0,  // 16: pvemigration.v1.ControlService.GetStatus:input_type -> pvemigration.v1.GetStatusRequest
-	9,  // 17: pvemigration.v1.ControlService.Explain:input_type -> pvemigration.v1.ExplainRequest
-	1,  // 18: pvemigration.v1.ControlService.GetStatus:output_type -> pvemigration.v1.GetStatusResponse
-	10, // 19: pvemigration.v1.ControlService.Explain:output_type -> pvemigration.v1.ExplainResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	13, // 0: pvemigration.v1.GetStatusResponse.fallback_timeout:type_name -> google.protobuf.Duration
+	3,  // 1: pvemigration.v1.GetStatusResponse.features:type_name -> pvemigration.v1.Features
+	4,  // 2: pvemigration.v1.GetStatusResponse.endpoints:type_name -> pvemigration.v1.EndpointOverride
+	14, // 3: pvemigration.v1.GetStatusResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	5,  // 4: pvemigration.v1.GetStatusResponse.last_reload:type_name -> pvemigration.v1.Reload
+	6,  // 5: pvemigration.v1.GetStatusResponse.stats:type_name -> pvemigration.v1.Stats
+	8,  // 6: pvemigration.v1.GetStatusResponse.health:type_name -> pvemigration.v1.Health
+	2,  // 7: pvemigration.v1.GetStatusResponse.node:type_name -> pvemigration.v1.NodeState
+	14, // 8: pvemigration.v1.NodeState.state_file_written_at:type_name -> google.protobuf.Timestamp
+	13, // 9: pvemigration.v1.EndpointOverride.rust_timeout:type_name -> google.protobuf.Duration
+	14, // 10: pvemigration.v1.Reload.at:type_name -> google.protobuf.Timestamp
+	12, // 11: pvemigration.v1.Stats.by_backend:type_name -> pvemigration.v1.Stats.ByBackendEntry
+	9,  // 12: pvemigration.v1.Health.perl:type_name -> pvemigration.v1.BackendHealth
+	9,  // 13: pvemigration.v1.Health.rust:type_name -> pvemigration.v1.BackendHealth
+	13, // 14: pvemigration.v1.BackendHealth.latency:type_name -> google.protobuf.Duration
+	14, // 15: pvemigration.v1.BackendHealth.checked_at:type_name -> google.protobuf.Timestamp
+	13, // 16: pvemigration.v1.ExplainResponse.rust_timeout:type_name -> google.protobuf.Duration
+	7,  // 17: pvemigration.v1.Stats.ByBackendEntry.value:type_name -> pvemigration.v1.BackendStats
+	0,  // 18: pvemigration.v1.ControlService.GetStatus:input_type -> pvemigration.v1.GetStatusRequest
+	10, // 19: pvemigration.v1.ControlService.Explain:input_type -> pvemigration.v1.ExplainRequest
+	1,  // 20: pvemigration.v1.ControlService.GetStatus:output_type -> pvemigration.v1.GetStatusResponse
+	11, // 21: pvemigration.v1.ControlService.Explain:output_type -> pvemigration.v1.ExplainResponse
+	20, // [20:22] is the sub-list for method output_type
+	18, // [18:20] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_proto_pvemigration_v1_control_proto_init() }
@@ -1110,14 +1245,14 @@ func file_proto_pvemigration_v1_control_proto_init() {
 	if File_proto_pvemigration_v1_control_proto != nil {
 		return
 	}
-	file_proto_pvemigration_v1_control_proto_msgTypes[3].OneofWrappers = []any{}
+	file_proto_pvemigration_v1_control_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_pvemigration_v1_control_proto_rawDesc), len(file_proto_pvemigration_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
