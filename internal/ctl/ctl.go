@@ -42,6 +42,9 @@ type app struct {
 	getenv func(string) string
 	// style colours stdout; it is off unless stdout is a terminal.
 	style style
+	// killSwitch is status's --kill-switch, read when the router is not
+	// reachable.
+	killSwitch string
 }
 
 // command is one subcommand. define registers the command's own flags and
@@ -78,7 +81,7 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		statusCommand(), explainCommand(), validateCommand(), setPhaseCommand(), fallbackCommand(),
+		statusCommand(), explainCommand(), validateCommand(), setPhaseCommand(), fallbackCommand(), killSwitchCommand(),
 		testPerlCommand(), testRustCommand(), generateConfigCommand(), completionCommand(),
 	}
 }

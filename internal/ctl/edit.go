@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/killswitch"
 	"github.com/pve-migration/router/internal/tomledit"
 	"github.com/pve-migration/router/routing"
 )
@@ -40,19 +41,31 @@ perl-only in particular, is always allowed and takes effect at the next
 reload, within seconds.
 
 PVE_NETWORK_MIGRATION_PHASE, when set in the router's environment, overrides
-the file: the change has no effect there until it is unset.`,
+the file: the change has no effect there until it is unset.
+
+In a cluster, --node NAME changes only that node's [nodes.NAME] table (one
+node first, the rest later). set-phase perl-only without --node also sets
+every node table to perl-only, in the same single write: the rollback stays
+one command. When /etc/pve is read-only (no quorum), --local rolls back the
+node it runs on through its kill switch instead.`,
 		examples: []string{
 			prog + " set-phase rust-read-only --dry-run",
 			prog + " set-phase rust-read-only",
 			prog + " set-phase perl-only          # rollback",
+			prog + " set-phase rust-read-only --node pve1",
+			prog + " set-phase perl-only --local  # this node, without quorum",
 		},
 		minArgs: 1,
 		maxArgs: 1,
 		define: func(fs *flag.FlagSet) runFunc {
-			dryRun := fs.Bool("dry-run", false, "show the change and the diff; write nothing")
-			force := fs.Bool("force", false, "allow advancing more than one phase at once")
+			o := &phaseOptions{}
+			fs.BoolVar(&o.dryRun, "dry-run", false, "show the change and the diff; write nothing")
+			fs.BoolVar(&o.force, "force", false, "allow advancing more than one phase at once")
+			fs.StringVar(&o.node, "node", "", "change only this node's [nodes.`NAME`] table (created if missing)")
+			fs.BoolVar(&o.local, "local", false, "perl-only on this node alone, without writing the config: create the kill switch (works without quorum)")
+			fs.StringVar(&o.killSwitch, "kill-switch", killswitch.DefaultPath, "the kill switch file `PATH` for --local (the router's --kill-switch)")
 			return func(a *app, cfg configFlag, args []string) int {
-				return a.setPhase(cfg, args[0], *dryRun, *force)
+				return a.setPhaseRouted(cfg, args[0], *o)
 			}
 		},
 	}
@@ -500,7 +513,8 @@ func writeHints(err error) []string {
 	case errors.Is(err, syscall.EROFS), errors.Is(err, fs.ErrPermission):
 		return []string{
 			"run as root; on a PVE node /etc/pve is also read-only while the cluster has no quorum (check: pvecm status)",
-			fmt.Sprintf("to roll back without writing the file: set %s=perl-only in the router's environment (systemctl edit migration-router) and restart it", config.EnvPhase),
+			fmt.Sprintf("to roll back this node without writing the file: %s set-phase perl-only --local (the node-local kill switch, no restart)", prog),
+			fmt.Sprintf("or set %s=perl-only in the router's environment (systemctl edit migration-router) and restart it", config.EnvPhase),
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		return []string{"the directory does not exist: on a PVE node /etc/pve is mounted by pve-cluster (systemctl status pve-cluster); elsewhere pass --config PATH"}

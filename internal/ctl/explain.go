@@ -44,6 +44,7 @@ for a DELETE).`,
 			fs.StringVar(&o.ifaceType, "type", "", "interface `TYPE` of a node-network write: "+strings.Join(ifaceTypes, ", "))
 			fs.BoolVar(&o.json, "json", false, "print one JSON object")
 			fs.BoolVar(&o.allPhases, "all-phases", false, "also show what every phase would do with this request")
+			fs.StringVar(&o.node, "node", "", "decide as the router on node `NAME` would ([nodes.NAME] phase; paths of other nodes go to perl)")
 			return func(a *app, cfg configFlag, args []string) int {
 				return a.explain(cfg, args[0], args[1], o)
 			}
@@ -55,6 +56,7 @@ type explainOptions struct {
 	ifaceType string
 	json      bool
 	allPhases bool
+	node      string
 }
 
 // explainJSON is explain --json's object. The first six fields are the
@@ -75,6 +77,7 @@ type explainJSON struct {
 	Config             string             `json:"config"`
 	ConfigExists       bool               `json:"config_exists"`
 	Hints              []string           `json:"hints"`
+	Node               string             `json:"node,omitempty"`
 	Phases             []explainPhaseJSON `json:"phases,omitempty"`
 }
 
@@ -91,10 +94,14 @@ func (a *app) explain(cfg configFlag, method, rawPath string, o explainOptions) 
 	if err != nil {
 		return a.usageError("explain", err.Error())
 	}
+	if o.node != "" && !config.ValidNodeName(o.node) {
+		return a.usageError("explain", "--node: "+config.NodeNameError(o.node))
+	}
 	snap, cfgPath, ok := a.load(cfg)
 	if !ok {
 		return ExitFailure
 	}
+	snap.Policy.Local.Node = o.node // empty: node rules off, as before
 	req := routing.Request{Method: method, Path: path, IfaceType: o.ifaceType}
 	cls := routing.Classify(method, path, o.ifaceType)
 	d := routing.Decide(&snap.Policy, req)
@@ -103,7 +110,7 @@ func (a *app) explain(cfg configFlag, method, rawPath string, o explainOptions) 
 	if o.json {
 		out := explainJSON{
 			Backend: d.Backend.String(), Category: d.Category.String(), Reason: d.Reason.String(),
-			Template: d.Template, Phase: snap.Policy.Phase.String(), Fallback: d.Fallback,
+			Template: d.Template, Phase: snap.Policy.EffectivePhase().String(), Fallback: d.Fallback, Node: o.node,
 			Method: method, Path: path, Type: o.ifaceType, NeedsType: cls.NeedsType,
 			RustTimeoutSeconds: d.RustTimeout.Seconds(), PhaseSource: string(snap.PhaseSource),
 			Config: cfgPath, ConfigExists: snap.FileExists, Hints: hints,
@@ -143,6 +150,14 @@ func (a *app) explain(cfg configFlag, method, rawPath string, o explainOptions) 
 		t.add("fallback:", "not used (perl serves the request)")
 	}
 	t.add("phase:", fmt.Sprintf("%s (from %s)", snap.Policy.Phase, sourceText(snap.PhaseSource, config.EnvPhase)))
+	if o.node != "" {
+		np, has := snap.Policy.Nodes[o.node]
+		if has {
+			t.add("node:", fmt.Sprintf("%s: phase %s ([nodes.%s])", o.node, np, o.node))
+		} else {
+			t.add("node:", fmt.Sprintf("%s: no [nodes.%s] table, follows the top level", o.node, o.node))
+		}
+	}
 	t.add("config:", cfgPath+missingNote(snap))
 	t.write(a.stdout, "")
 
@@ -208,6 +223,10 @@ func reasonText(snap *config.Snapshot, d routing.Decision, method string) string
 			flagName = "features.enable_sdn_migration"
 		}
 		return fmt.Sprintf("%s = false keeps %s on perl in every phase", flagName, d.Category)
+	case routing.ReasonKillSwitch:
+		return "the node-local kill switch is on: everything goes to perl (" + prog + " kill-switch off)"
+	case routing.ReasonRemoteNode:
+		return "the path names another node: pveproxy forwards the request there, and that node's router decides (explain --node OTHER)"
 	case routing.ReasonEndpointOverride:
 		r := p.Endpoints[d.Template]
 		rule := "use_rust = false"
@@ -223,9 +242,9 @@ func reasonText(snap *config.Snapshot, d routing.Decision, method string) string
 		return fmt.Sprintf("[endpoints.\"/api2/json%s\"] %s", d.Template, rule)
 	}
 	if d.Backend == routing.Rust {
-		return fmt.Sprintf("phase %s sends %s to rust", p.Phase, d.Category)
+		return fmt.Sprintf("phase %s sends %s to rust", d.Phase, d.Category)
 	}
-	msg := fmt.Sprintf("phase %s keeps %s on perl", p.Phase, d.Category)
+	msg := fmt.Sprintf("phase %s keeps %s on perl", d.Phase, d.Category)
 	if first, ok := firstRustPhase(d.Category); ok {
 		msg += fmt.Sprintf(" (it moves to rust in %s)", first)
 	}

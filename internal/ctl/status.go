@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/killswitch"
 	pb "github.com/pve-migration/router/proto/pvemigration/v1"
 	"github.com/pve-migration/router/routing"
 )
@@ -55,8 +56,14 @@ runs. It exits 1 only when neither the router nor a valid file is available.`,
 			jsonOut := fs.Bool("json", false, "print one JSON object")
 			router := fs.String("router", DefaultRouterAddr, "the router's gRPC `ADDR` (host:port or unix:/path)")
 			timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the router")
+			cluster := fs.Bool("cluster", false, "every node of the cluster, from the state files next to the config file")
+			staleAfter := fs.Duration("stale-after", 0, "with --cluster: call a node stale after this long without a report (default: three of its heartbeats)")
+			ks := fs.String("kill-switch", killswitch.DefaultPath, "this node's kill switch `PATH`, shown when the router is not reachable")
 			return func(a *app, cfg configFlag, _ []string) int {
-				return a.status(cfg, *router, *timeout, *jsonOut)
+				if *cluster {
+					return a.clusterStatus(cfg, *jsonOut, *staleAfter)
+				}
+				return a.statusWithKillSwitch(cfg, *router, *timeout, *jsonOut, *ks)
 			}
 		},
 	}
@@ -84,6 +91,9 @@ type statusView struct {
 	PerlAPITokenSet        bool                   `json:"perl_api_token_set"`
 	Notes                  []string               `json:"notes"`
 	FileView               *fileComparison        `json:"file,omitempty"`
+	// KillSwitch and Node: see cluster.go.
+	KillSwitch bool          `json:"kill_switch"`
+	Node       *nodeStatView `json:"node,omitempty"`
 }
 
 type routerView struct {
@@ -168,6 +178,7 @@ func (a *app) status(cfg configFlag, addr string, timeout time.Duration, jsonOut
 		v = viewFromSnapshot(snap, path)
 		v.Router = routerView{Address: addr, Error: grpcMessage(err)}
 		v.Notes = append(v.Notes, "the router is not reachable: showing the config file; live counters, health and reloads are unknown")
+		a.localKillSwitch(v)
 		if snap.PhaseSource == config.SourceEnv {
 			v.Notes = append(v.Notes, fmt.Sprintf("the phase comes from %s in this shell; the router's own environment may differ", config.EnvPhase))
 		}
@@ -225,6 +236,8 @@ func viewFromRouter(addr string, r *pb.GetStatusResponse) *statusView {
 		PerlAPIBaseURL:  r.GetPerlApiBaseUrl(),
 		PerlAPITokenSet: r.GetPerlApiTokenSet(),
 		Notes:           []string{},
+		KillSwitch:      r.GetKillSwitch(),
+		Node:            nodeStatFrom(r.GetNode()),
 	}
 	if r.GetLoadedAt() != nil {
 		t := r.GetLoadedAt().AsTime()
@@ -411,6 +424,7 @@ func (a *app) printStatus(v *statusView) {
 		tok = "set"
 	}
 	line("perl url", "%s, token %s", v.PerlAPIBaseURL, tok)
+	a.nodeLines(v, line)
 	t.write(a.stdout, "")
 
 	if st := v.Stats; st != nil {
