@@ -112,7 +112,7 @@ token_env=()
 if [ -n "${RUN_TOKEN:-}" ]; then token_env=(env "PERL_API_TOKEN=$RUN_TOKEN"); fi
 start migration-router "${token_env[@]}" bin/migration-router --config "$config" \
 	--proxy-listen "$listen" --perl-upstream "http://$perl" --rust-upstream "http://$rust" \
-	--admin-listen "$admin" "${tls_args[@]}"
+	--admin-listen "$admin" --node pve1 --kill-switch "$tmp/perl-only" --state-file "$tmp/nodes/pve1/network-migration.state" "${tls_args[@]}"
 wait_port "$listen" migration-router
 
 base="$scheme://$listen"
