@@ -44,7 +44,31 @@ func (a *app) setPhaseRouted(cfg configFlag, arg string, o phaseOptions) int {
 	case target == routing.PerlOnly:
 		return a.rollbackAll(cfg, arg, o)
 	}
-	return a.setPhase(cfg, arg, o.dryRun, o.force)
+	code := a.setPhase(cfg, arg, o.dryRun, o.force)
+	if code == ExitOK {
+		a.noteNodeTables(cfg)
+	}
+	return code
+}
+
+// noteNodeTables reminds that node tables beat the top-level phase, so an
+// operator who advances the cluster sees which nodes did not move.
+func (a *app) noteNodeTables(cfg configFlag) {
+	path, _ := cfg.resolve(a.getenv)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	snap, err := config.Parse(path, data, nil)
+	if err != nil || len(snap.FileNodes) == 0 {
+		return
+	}
+	var own []string
+	for n, ph := range snap.FileNodes {
+		own = append(own, n+" "+ph.String())
+	}
+	slices.Sort(own)
+	fmt.Fprintf(a.stdout, "note: nodes with their own [nodes.NAME] phase keep it: %s (change one with --node NAME)\n", strings.Join(own, ", "))
 }
 
 // setPhaseLocal creates the kill switch: the rollback of this node that

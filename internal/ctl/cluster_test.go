@@ -92,6 +92,17 @@ func TestSetPhaseNode(t *testing.T) {
 	}
 }
 
+func TestSetPhaseTopLevelNotesNodeTables(t *testing.T) {
+	path := writeConf(t, clusterConf)
+	r := run(t, nil, "", "set-phase", "rust-basic-write", "--config", path)
+	if r.code != 0 || !strings.Contains(r.stdout, "note: nodes with their own [nodes.NAME] phase keep it: pve1 rust-basic-write") {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if snap := loadFile(t, path); snap.Policy.Phase != routing.RustBasicWrite || snap.FileNodes["pve1"] != routing.RustBasicWrite {
+		t.Errorf("top %s, nodes %v", snap.Policy.Phase, snap.FileNodes)
+	}
+}
+
 // TestRollbackResetsEveryNode: set-phase perl-only without --node sets the
 // top level and every node table to perl-only in one write.
 func TestRollbackResetsEveryNode(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -35,7 +36,9 @@ func On(path string) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		// ENOTDIR: a component of the path is a file, so the switch
+		// cannot exist there.
 		return false, nil
 	}
 	return true, fmt.Errorf("kill switch %s: %w", path, err)

@@ -4,10 +4,28 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
+
+// TestOnUnreadable: a switch that cannot be examined counts as on, and
+// one that cannot exist (a file in the way) as off.
+func TestOnUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := On(filepath.Join(file, "perl-only")); on || err != nil {
+		t.Errorf("On under a file = %t, %v; want off", on, err)
+	}
+	long := filepath.Join(dir, strings.Repeat("x", 300)) // ENAMETOOLONG
+	if on, err := On(long); !on || err == nil {
+		t.Errorf("On(name too long) = %t, %v; want on with the error", on, err)
+	}
+}
 
 func TestCreateRemove(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "var", "lib", "pve-migration-router", "perl-only")

@@ -188,6 +188,10 @@ func TestRunWholeRouter(t *testing.T) {
 	if status["phase"] != "perl-only" {
 		t.Errorf("/status phase = %v", status["phase"])
 	}
+	node, _ := status["node"].(map[string]any)
+	if status["kill_switch"] != false || node["node"] != "pve1" || node["effective_phase"] != "perl-only" || node["state_file_error"] != nil {
+		t.Errorf("/status kill_switch = %v, node = %v; want false, pve1 on perl-only with its state file written", status["kill_switch"], node)
+	}
 }
 
 func TestFlagErrors(t *testing.T) {
