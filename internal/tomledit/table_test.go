@@ -1,8 +1,11 @@
 package tomledit
 
 import (
+	"reflect"
 	"strings"
 	"testing"
+
+	gotoml "github.com/pelletier/go-toml/v2"
 )
 
 func TestSetIn(t *testing.T) {
@@ -90,4 +93,40 @@ func TestSetInRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzSetIn: on any document a TOML parser accepts, SetIn either refuses
+// or yields a document that still parses, holds the new value at
+// nodes.pve1.phase and leaves every other top-level key alone.
+func FuzzSetIn(f *testing.F) {
+	for _, s := range []string{
+		"phase = \"a\" # c\n[nodes.pve1]\nphase = \"b\"\n", "[nodes]\n[nodes.pve2]\nphase = 'x'\n", "",
+		"a = 1\n[features]\nx = true\n", "[nodes.pve1] # c\n# d\n\n[x]\n", "[[nodes.pve1]]\n", "nodes = {}\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		var before map[string]any
+		if gotoml.Unmarshal([]byte(src), &before) != nil {
+			return
+		}
+		out, err := SetIn([]byte(src), []string{"nodes", "pve1"}, "phase", "rust-full")
+		if err != nil {
+			return
+		}
+		var after map[string]any
+		if err := gotoml.Unmarshal(out, &after); err != nil {
+			t.Fatalf("valid TOML became invalid: %v\n%q\n%q", err, src, out)
+		}
+		nodes, _ := after["nodes"].(map[string]any)
+		pve1, _ := nodes["pve1"].(map[string]any)
+		if pve1["phase"] != "rust-full" {
+			t.Fatalf("nodes.pve1.phase = %#v after SetIn\n%q", pve1["phase"], out)
+		}
+		for k := range before {
+			if k != "nodes" && !reflect.DeepEqual(before[k], after[k]) {
+				t.Fatalf("key %s changed: %#v → %#v\n%q\n%q", k, before[k], after[k], src, out)
+			}
+		}
+	})
 }
