@@ -125,6 +125,7 @@ _migration_ctl() {
     case "$cmd:$nargs" in
         set-phase:0) COMPREPLY=($(compgen -W %[6]q -- "$cur")) ;;
         fallback:0) COMPREPLY=($(compgen -W "true false" -- "$cur")) ;;
+        kill-switch:0) COMPREPLY=($(compgen -W "on off" -- "$cur")) ;;
         explain:0) COMPREPLY=($(compgen -W %[7]q -- "$cur")) ;;
         explain:1) COMPREPLY=($(compgen -W "/api2/json/nodes/ /api2/extjs/nodes/ /api2/json/cluster/sdn/" -- "$cur")); compopt -o nospace 2>/dev/null ;;
         completion:0) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
@@ -162,6 +163,8 @@ func writeZshCompletion(w io.Writer) {
 			specs = append(specs, fmt.Sprintf("'1:phase:(%s)'", strings.Join(d.phases, " ")))
 		case "fallback":
 			specs = append(specs, "'1:value:(true false)'")
+		case "kill-switch":
+			specs = append(specs, "'1:value:(on off)'")
 		case "explain":
 			specs = append(specs, fmt.Sprintf("'1:method:(%s)'", strings.Join(d.methods, " ")), "'2:path:(/api2/json/nodes/ /api2/extjs/nodes/ /api2/json/cluster/sdn/)'")
 		case "completion":
