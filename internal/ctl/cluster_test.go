@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -237,5 +238,23 @@ func TestStatusClusterUnit(t *testing.T) {
 	}
 	if r := run(t, nil, "", "status", "--cluster", "--config", filepath.Join(t.TempDir(), "x.conf")); r.code != 1 || !strings.Contains(r.stdout, "no node has reported") {
 		t.Errorf("empty cluster: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestReadOnlyHintsSuggestLocal: when /etc/pve cannot be written (pmxcfs
+// without quorum answers EROFS; EPERM/EACCES for other reasons), the error
+// points at the rollback that needs no write there.
+func TestReadOnlyHintsSuggestLocal(t *testing.T) {
+	for name, err := range map[string]error{
+		"EROFS":  &os.PathError{Op: "open", Path: "/etc/pve/x", Err: syscall.EROFS},
+		"EPERM":  &os.PathError{Op: "open", Path: "/etc/pve/x", Err: syscall.EPERM},
+		"EACCES": &os.PathError{Op: "open", Path: "/etc/pve/x", Err: syscall.EACCES},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hints := strings.Join(writeHints(err), "\n")
+			if !strings.Contains(hints, "set-phase perl-only --local") || !strings.Contains(hints, "quorum") {
+				t.Errorf("hints for %v do not suggest --local:\n%s", err, hints)
+			}
+		})
 	}
 }
