@@ -269,11 +269,13 @@ func TestThreeNodeCluster(t *testing.T) {
 		if code != 1 || !strings.Contains(errOut, "cannot write") || !strings.Contains(errOut, "set-phase perl-only --local") {
 			t.Fatalf("set-phase on a read-only directory: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
+		start := time.Now()
 		code, out, errOut = runCtl("set-phase", "perl-only", "--local", "--kill-switch", nodes["pve1"].killSwitch)
 		if code != 0 {
 			t.Fatalf("--local: exit %d\n%s%s", code, out, errOut)
 		}
 		waitFor(t, "pve1 on perl by its kill switch", func() bool { return nodes["pve1"].servedBy(t, "GET", own("pve1")) == "perl" })
+		t.Logf("pve1 on perl %s after the kill switch was created (polled every 250ms)", time.Since(start).Round(time.Millisecond))
 		if got := nodes["pve2"].servedBy(t, "GET", own("pve2")); got != "rust" {
 			t.Errorf("pve2 served by %q: the kill switch is node-local", got)
 		}
