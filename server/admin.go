@@ -24,6 +24,8 @@ type AdminOptions struct {
 	// Ready is the readiness Serve maintains; nil means /health only
 	// checks that a config is loaded.
 	Ready *Readiness
+	// Gate supplies the gate's trips; nil shows none.
+	Gate GateSource
 }
 
 // HealthView is the JSON of GET /health.
@@ -51,7 +53,7 @@ type HealthView struct {
 // is healthy when it can answer Envoy, and an unreachable Rust is exactly
 // what the fallback is for.
 func NewAdminHandler(opts AdminOptions) http.Handler {
-	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready}
+	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, gate: opts.Gate}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		st := src.collect()

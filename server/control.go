@@ -24,6 +24,8 @@ type ControlOptions struct {
 	Stats   outcome.StatsSource
 	Version string
 	Ready   *Readiness
+	// Gate supplies the gate's trips; nil shows none.
+	Gate GateSource
 }
 
 // ControlService is the read-only control API (pvemigration.v1.
@@ -41,7 +43,7 @@ var _ pb.ControlServiceServer = (*ControlService)(nil)
 // NewControlService returns a ControlService; register it with
 // pb.RegisterControlServiceServer (Serve does).
 func NewControlService(opts ControlOptions) *ControlService {
-	return &ControlService{src: statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready}}
+	return &ControlService{src: statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, gate: opts.Gate}}
 }
 
 // GetStatus returns the configuration in force, the last reload, the
@@ -69,6 +71,7 @@ func (c *ControlService) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.G
 		PerlApiTokenSet: st.PerlAPITokenSet,
 		LogDecisions:    st.LogDecisions,
 		MetricsEnabled:  st.MetricsEnabled,
+		GateTripped:     st.Gate.Tripped,
 	}
 	if st.LoadedAt != nil {
 		resp.LoadedAt = timestamppb.New(*st.LoadedAt)

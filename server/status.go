@@ -56,6 +56,8 @@ type Status struct {
 	Health  HealthReport `json:"health"`
 	Serving bool         `json:"serving"`
 	Version string       `json:"version,omitempty"`
+	// Gate lists the categories the gate tripped back to perl here.
+	Gate GateView `json:"gate"`
 }
 
 // FallbackStatus is the global Rust → Perl fallback setting.
@@ -118,6 +120,7 @@ type statusSources struct {
 	stats   outcome.StatsSource
 	version string
 	ready   *Readiness
+	gate    GateSource
 }
 
 // serving is the /health verdict: a config is loaded and, when Serve
@@ -139,6 +142,7 @@ func (s statusSources) collect() Status {
 		Version:    s.version,
 		LastReload: reloadView(reload),
 		Endpoints:  []EndpointStatus{},
+		Gate:       gateView(s.gate),
 	}
 	if snap != nil {
 		p := snap.Policy

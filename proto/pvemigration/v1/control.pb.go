@@ -97,8 +97,11 @@ type GetStatusResponse struct {
 	PerlApiTokenSet bool   `protobuf:"varint,15,opt,name=perl_api_token_set,json=perlApiTokenSet,proto3" json:"perl_api_token_set,omitempty"`
 	LogDecisions    bool   `protobuf:"varint,16,opt,name=log_decisions,json=logDecisions,proto3" json:"log_decisions,omitempty"`
 	MetricsEnabled  bool   `protobuf:"varint,17,opt,name=metrics_enabled,json=metricsEnabled,proto3" json:"metrics_enabled,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Categories the gate has tripped back to perl on this node (field
+	// numbers 100-199 belong to the gate and canary additions).
+	GateTripped   []string `protobuf:"bytes,100,rep,name=gate_tripped,json=gateTripped,proto3" json:"gate_tripped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -248,6 +251,13 @@ func (x *GetStatusResponse) GetMetricsEnabled() bool {
 		return x.MetricsEnabled
 	}
 	return false
+}
+
+func (x *GetStatusResponse) GetGateTripped() []string {
+	if x != nil {
+		return x.GateTripped
+	}
+	return nil
 }
 
 type Features struct {
@@ -957,7 +967,7 @@ var File_proto_pvemigration_v1_control_proto protoreflect.FileDescriptor
 const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"#proto/pvemigration/v1/control.proto\x12\x0fpvemigration.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\x91\x06\n" +
+	"\x10GetStatusRequest\"\xb4\x06\n" +
 	"\x11GetStatusResponse\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12!\n" +
 	"\fphase_source\x18\x02 \x01(\tR\vphaseSource\x12)\n" +
@@ -978,7 +988,8 @@ const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\x11perl_api_base_url\x18\x0e \x01(\tR\x0eperlApiBaseUrl\x12+\n" +
 	"\x12perl_api_token_set\x18\x0f \x01(\bR\x0fperlApiTokenSet\x12#\n" +
 	"\rlog_decisions\x18\x10 \x01(\bR\flogDecisions\x12'\n" +
-	"\x0fmetrics_enabled\x18\x11 \x01(\bR\x0emetricsEnabled\"z\n" +
+	"\x0fmetrics_enabled\x18\x11 \x01(\bR\x0emetricsEnabled\x12!\n" +
+	"\fgate_tripped\x18d \x03(\tR\vgateTripped\"z\n" +
 	"\bFeatures\x120\n" +
 	"\x14enable_sdn_migration\x18\x01 \x01(\bR\x12enableSdnMigration\x12<\n" +
 	"\x1aenable_advanced_networking\x18\x02 \x01(\bR\x18enableAdvancedNetworking\"\x83\x02\n" +
