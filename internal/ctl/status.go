@@ -84,6 +84,7 @@ type statusView struct {
 	PerlAPITokenSet        bool                   `json:"perl_api_token_set"`
 	Notes                  []string               `json:"notes"`
 	FileView               *fileComparison        `json:"file,omitempty"`
+	Gate                   gateStatusView         `json:"gate"`
 }
 
 type routerView struct {
@@ -225,6 +226,7 @@ func viewFromRouter(addr string, r *pb.GetStatusResponse) *statusView {
 		PerlAPIBaseURL:  r.GetPerlApiBaseUrl(),
 		PerlAPITokenSet: r.GetPerlApiTokenSet(),
 		Notes:           []string{},
+		Gate:            gateStatusView{Tripped: append([]string{}, r.GetGateTripped()...)},
 	}
 	if r.GetLoadedAt() != nil {
 		t := r.GetLoadedAt().AsTime()
@@ -297,6 +299,7 @@ func viewFromSnapshot(snap *config.Snapshot, path string) *statusView {
 		PerlAPIBaseURL:         snap.PerlAPIBaseURL,
 		PerlAPITokenSet:        snap.PerlAPIToken.IsSet(),
 		Notes:                  []string{},
+		Gate:                   gateStatusView{Tripped: []string{}},
 	}
 	for _, tmpl := range routing.Templates() { // catalogue order, stable
 		r, ok := p.Endpoints[tmpl]
@@ -411,6 +414,9 @@ func (a *app) printStatus(v *statusView) {
 		tok = "set"
 	}
 	line("perl url", "%s, token %s", v.PerlAPIBaseURL, tok)
+	if len(v.Gate.Tripped) > 0 {
+		line("gate", "%s %s (on perl here until: %s gate reset)", s.bad("tripped"), strings.Join(v.Gate.Tripped, ", "), prog)
+	}
 	t.write(a.stdout, "")
 
 	if st := v.Stats; st != nil {

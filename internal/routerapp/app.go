@@ -17,6 +17,7 @@ import (
 
 	"github.com/pve-migration/router/internal/config"
 	"github.com/pve-migration/router/internal/localstate"
+	"github.com/pve-migration/router/internal/outcome"
 	"github.com/pve-migration/router/internal/telemetry"
 	"github.com/pve-migration/router/routing"
 	"github.com/pve-migration/router/server"
@@ -227,15 +228,19 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	// local carries this router's run-time decision inputs (node name,
 	// kill switch, gate trips); the node name is empty until --node exists.
 	local := localstate.New("")
-	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: tel.Observer(), Lookup: lookup, Logger: logger, Local: local.Local})
+	gt, err := newGate(store, local, tel, logger)
+	if err != nil {
+		return err
+	}
+	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: outcome.Tee(tel.Observer(), gt), Lookup: lookup, Logger: logger, Local: local.Local})
 	health, err := server.NewHealthChecker(server.HealthOptions{Config: store.Current, RustURL: f.rustUpstream, TLS: upTLS, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("health checker: %w", err)
 	}
 	ready := &server.Readiness{}
-	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready})
+	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready, Gate: gt})
 
-	errc := make(chan error, 6)
+	errc := make(chan error, 7)
 	running := 0
 	start := func(name string, fn func() error) {
 		running++
@@ -251,13 +256,14 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return config.Watch(ctx, store, config.WatchOptions{Path: path, Explicit: explicit, Env: os.Getenv, PollInterval: f.reloadInterval, Logger: logger})
 	})
 	start("health", func() error { health.Run(ctx); return nil })
+	start("gate", func() error { return gt.Run(ctx) })
 	grpcOpts, err := grpcTLS(f)
 	if err != nil {
 		return err
 	}
 	start("grpc", func() error {
 		return server.Serve(ctx, server.ServeConfig{
-			Addr: f.grpcListen, Processor: proc, Control: control, Config: store.Current,
+			Addr: f.grpcListen, Processor: proc, Control: control, Rollout: server.NewRolloutService(gt, store), Config: store.Current,
 			ServerOptions: append(tel.GRPCServerOptions(), grpcOpts...), Ready: ready, Logger: logger,
 		})
 	})
@@ -272,7 +278,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		start("data plane", func() error { return dp(ctx) })
 	}
 	if f.adminListen != "" {
-		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready})
+		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Gate: gt})
 		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
 	}
 	logger.Info("migration-router started", "version", Version, "config", displayPath(snap), "phase", snap.Policy.Phase.String(),
