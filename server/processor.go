@@ -193,9 +193,14 @@ type stream struct {
 	body                []byte
 	bodyTooBig          bool
 
-	// user is the id the request claims (canary selection only; see
-	// requestUser). Never the secret.
-	user string
+	// user is the id the request claims, read only when a canary could
+	// change the decision (canaryUser); never the secret. authz and
+	// cookies point into the request headers until the headers are
+	// answered, then are dropped.
+	user         string
+	userResolved bool
+	authz        []byte
+	cookies      [][]byte
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it
@@ -290,6 +295,7 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	}
 	s.dec.Phase = s.policy.EffectivePhase()
 	canary := s.policy.Canary.Enabled()
+	defer s.dropCredentials()
 
 	var method, path string
 	for _, hv := range h.GetHeaders().GetHeaders() {
@@ -304,8 +310,8 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		case HeaderRequestID:
 			s.dec.RequestID = string(headerBytes(hv))
 		case "authorization", "cookie":
-			if canary && s.user == "" {
-				s.user = requestUser(hv.GetKey(), headerBytes(hv))
+			if canary {
+				s.noteCredential(hv.GetKey(), headerBytes(hv))
 			}
 		case "content-type":
 			ct := string(headerBytes(hv))
@@ -334,15 +340,23 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	c := routing.Classify(method, s.dec.Path, "")
 	s.class = c
 	if !c.NeedsType {
-		return s.decide(routing.DecideClassified(s.policy, method, s.user, c), "", outcome.TypeNone, nil).headers
+		d := routing.DecideClassified(s.policy, method, "", c)
+		if s.canaryUser(d) {
+			d = routing.DecideClassified(s.policy, method, s.user, c)
+		}
+		return s.decide(d, "", outcome.TypeNone, nil).headers
 	}
 
 	// The category depends on the interface type. Find out whether that
 	// changes the backend before paying for a body or a lookup.
 	basic, advanced := c, c
 	basic.Category, advanced.Category = routing.NodeNetworkBasicWrite, routing.NodeNetworkAdvancedWrite
-	dBasic := routing.DecideClassified(s.policy, method, s.user, basic)
-	dAdvanced := routing.DecideClassified(s.policy, method, s.user, advanced)
+	dBasic := routing.DecideClassified(s.policy, method, "", basic)
+	dAdvanced := routing.DecideClassified(s.policy, method, "", advanced)
+	if s.canaryUser(dBasic) || s.canaryUser(dAdvanced) {
+		dBasic = routing.DecideClassified(s.policy, method, s.user, basic)
+		dAdvanced = routing.DecideClassified(s.policy, method, s.user, advanced)
+	}
 
 	// Query parameters win over body parameters in pveproxy, so a type in
 	// the query of a POST/PUT is the type, whatever the body says. It is

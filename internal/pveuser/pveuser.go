@@ -55,7 +55,7 @@ func Check(id string) error {
 }
 
 // validName is PVE's realm and token-id syntax: [A-Za-z][A-Za-z0-9.\-_]+.
-func validName(s string) bool {
+func validName[T text](s T) bool {
 	if len(s) < 2 || !isLetter(s[0]) {
 		return false
 	}
@@ -98,67 +98,108 @@ func Suggest(id string) string {
 // header value, or the user of a PVEAuthCookie ticket sent in that header
 // (pveproxy accepts both); "" when there is none or it is malformed. Like
 // pveproxy, the secret is what follows the last '='.
-func FromAuthorization(v string) string {
-	if i := indexWord(v, "PVEAPIToken"); i >= 0 {
-		rest := v[i+len("PVEAPIToken"):]
-		if rest == "" || (rest[0] != '=' && rest[0] != ' ') {
-			return ""
-		}
-		rest = rest[1:]
-		if j := strings.IndexByte(rest, ';'); j >= 0 {
-			rest = rest[:j]
-		}
-		eq := strings.LastIndexByte(rest, '=')
-		if eq < 0 {
-			return ""
-		}
-		id := rest[:eq]
-		if !strings.Contains(id, "!") || Check(id) != nil {
-			return ""
-		}
-		return id
-	}
-	return FromCookie(v)
-}
+func FromAuthorization(v string) string { return fromAuthorization(v) }
 
-// indexWord finds word at the start of v or after white space.
-func indexWord(v, word string) int {
-	for off := 0; ; {
-		i := strings.Index(v[off:], word)
-		if i < 0 {
-			return -1
-		}
-		i += off
-		if i == 0 || v[i-1] == ' ' || v[i-1] == '\t' {
-			return i
-		}
-		off = i + len(word)
-	}
-}
+// FromAuthorizationBytes is FromAuthorization for a header as the router
+// receives it; it allocates only the returned id.
+func FromAuthorizationBytes(v []byte) string { return fromAuthorization(v) }
 
 // FromCookie returns the user of the PVEAuthCookie ticket in a Cookie
 // header value (`PVE:USER@REALM:HEXTIME::SIGNATURE`, URL-encoded or not);
 // "" when there is none or it is malformed.
-func FromCookie(v string) string {
-	for len(v) > 0 {
-		var pair string
-		pair, v, _ = strings.Cut(v, ";")
-		name, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
-		if !ok || name != "PVEAuthCookie" {
+func FromCookie(v string) string { return fromCookie(v) }
+
+// FromCookieBytes is FromCookie for a header as the router receives it.
+func FromCookieBytes(v []byte) string { return fromCookie(v) }
+
+type text interface{ ~string | ~[]byte }
+
+const tokenWord = "PVEAPIToken"
+
+func fromAuthorization[T text](v T) string {
+	i := indexWord(v, tokenWord)
+	if i < 0 {
+		return fromCookie(v)
+	}
+	rest := v[i+len(tokenWord):]
+	if len(rest) == 0 || (rest[0] != '=' && rest[0] != ' ') {
+		return ""
+	}
+	rest = rest[1:]
+	end := len(rest)
+	for j := 0; j < len(rest); j++ {
+		if rest[j] == ';' {
+			end = j
+			break
+		}
+	}
+	eq := -1
+	for j := end - 1; j >= 0; j-- {
+		if rest[j] == '=' {
+			eq = j
+			break
+		}
+	}
+	if eq < 0 {
+		return ""
+	}
+	id := rest[:eq]
+	if !validID(id, true) {
+		return ""
+	}
+	return string(id)
+}
+
+// indexWord finds word at the start of v or after white space.
+func indexWord[T text](v T, word string) int {
+	for i := 0; i+len(word) <= len(v); i++ {
+		if i > 0 && v[i-1] != ' ' && v[i-1] != '\t' {
 			continue
 		}
-		return ticketUser(val)
+		match := true
+		for j := 0; j < len(word); j++ {
+			if v[i+j] != word[j] {
+				match = false
+				break
+			}
+		}
+		if match {
+			return i
+		}
+	}
+	return -1
+}
+
+const cookieName = "PVEAuthCookie="
+
+func fromCookie[T text](v T) string {
+	for i := 0; i < len(v); {
+		for i < len(v) && (v[i] == ' ' || v[i] == ';' || v[i] == '\t') {
+			i++
+		}
+		end := i
+		for end < len(v) && v[end] != ';' {
+			end++
+		}
+		pair := v[i:end]
+		if len(pair) >= len(cookieName) && string(pair[:len(cookieName)]) == cookieName {
+			return ticketUser(pair[len(cookieName):])
+		}
+		i = end
 	}
 	return ""
 }
 
-// ticketUser extracts USER@REALM from a ticket. Only the prefix up to the
-// user's end is decoded; the signature is never copied.
-func ticketUser(t string) string {
-	t = strings.Trim(t, `"`)
-	var b strings.Builder
-	for i := 0; i < len(t) && b.Len() <= MaxLen+8; i++ {
+// ticketUser extracts USER@REALM from a ticket into a stack buffer,
+// decoding percent escapes; the signature is never copied.
+func ticketUser[T text](t T) string {
+	var buf [MaxLen + 8]byte
+	n := 0
+	for i := 0; i < len(t); i++ {
 		c := t[i]
+		if c == '"' && (i == 0 || i == len(t)-1) {
+			continue
+		}
 		if c == '%' && i+2 < len(t) {
 			h, ok := unhex(t[i+1], t[i+2])
 			if !ok {
@@ -167,20 +208,64 @@ func ticketUser(t string) string {
 			c = h
 			i += 2
 		}
-		if c == ':' && b.Len() > 4 {
+		if c == ':' && n > 4 {
 			break
 		}
-		b.WriteByte(c)
+		if n == len(buf) {
+			return ""
+		}
+		buf[n] = c
+		n++
 	}
-	s := b.String()
-	if !strings.HasPrefix(s, "PVE:") {
+	const prefix = "PVE:"
+	if n < len(prefix) || string(buf[:len(prefix)]) != prefix {
 		return ""
 	}
-	id := s[len("PVE:"):]
-	if strings.Contains(id, "!") || Check(id) != nil {
+	id := buf[len(prefix):n]
+	if !validID(id, false) {
 		return ""
 	}
-	return id
+	return string(id)
+}
+
+// validID is Check as a yes/no on either text type, without allocating;
+// token says whether a !TOKENID is required (true) or forbidden (false).
+func validID[T text](id T, token bool) bool {
+	at := -1
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i] == '@' {
+			at = i
+			break
+		}
+	}
+	if at <= 0 {
+		return false
+	}
+	for i := 0; i < at; i++ {
+		switch id[i] {
+		case ' ', '\t', '\r', '\n', ':', '/', '=':
+			return false
+		}
+	}
+	rest := id[at+1:]
+	bang := -1
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '!' {
+			bang = i
+			break
+		}
+	}
+	if (bang >= 0) != token {
+		return false
+	}
+	realm := rest
+	if bang >= 0 {
+		realm = rest[:bang]
+		if !validName(rest[bang+1:]) {
+			return false
+		}
+	}
+	return at+1+len(realm) <= MaxLen && validName(realm)
 }
 
 func unhex(a, b byte) (byte, bool) {

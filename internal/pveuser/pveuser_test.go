@@ -84,3 +84,34 @@ func TestFromHeaders(t *testing.T) {
 		})
 	}
 }
+
+// The []byte forms the router uses agree with the string forms, and the
+// fast validity check agrees with Check.
+func TestBytesFormsAgree(t *testing.T) {
+	for _, v := range []string{"PVEAPIToken=tf@pve!ci=s", "PVEAPIToken tf@pve!ci=s;x", "PVEAuthCookie=PVE%3Aa%40pve%3A1::s", "x", ""} {
+		if a, b := FromAuthorization(v), FromAuthorizationBytes([]byte(v)); a != b {
+			t.Errorf("%q: %q vs %q", v, a, b)
+		}
+		if a, b := FromCookie(v), FromCookieBytes([]byte(v)); a != b {
+			t.Errorf("%q: %q vs %q", v, a, b)
+		}
+	}
+	for _, id := range []string{"root@pam", "tf@pve!ci", "root", "@pam", "a b@pam", "r@p", "r@pam!x", "u@x@pve", strings.Repeat("u", 61) + "@pam"} {
+		want := Check(id) == nil
+		got := validID(id, strings.Contains(id[strings.LastIndexByte(id, '@')+1:], "!"))
+		if !strings.Contains(id, "@") {
+			got = validID(id, false)
+		}
+		if got != want {
+			t.Errorf("validID(%q) = %v, Check says %v", id, got, want)
+		}
+	}
+}
+
+func BenchmarkFromAuthorization(b *testing.B) {
+	v := []byte("PVEAPIToken=terraform@pve!ci=0b8c4a1e-5f7d-4c1b-9a2e-3d4f5a6b7c8d")
+	b.ReportAllocs()
+	for b.Loop() {
+		FromAuthorizationBytes(v)
+	}
+}
