@@ -53,7 +53,9 @@ func (p *parser) canaryTable(v any) {
 					users = append(users, s)
 				}
 			}
-			p.canary.Users = users
+			if len(users) > 0 {
+				p.canary.Users = users
+			}
 		case "percent":
 			n, ok := v.(int64)
 			if !ok || n < 0 || n > 100 {
