@@ -126,18 +126,12 @@ func fromAuthorization[T text](v T) string {
 		return ""
 	}
 	rest = rest[1:]
-	end := len(rest)
-	for j := 0; j < len(rest); j++ {
-		if rest[j] == ';' {
-			end = j
-			break
-		}
-	}
+	// One pass to the first ';' remembering the last '=': pveproxy's
+	// ([^;]*) then ^(.*)=(.*)$.
 	eq := -1
-	for j := end - 1; j >= 0; j-- {
+	for j := 0; j < len(rest) && rest[j] != ';'; j++ {
 		if rest[j] == '=' {
 			eq = j
-			break
 		}
 	}
 	if eq < 0 {
