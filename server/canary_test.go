@@ -21,6 +21,22 @@ func TestCanaryUserFromCredentials(t *testing.T) {
 	h := newHarness(t, snap, harnessOpts{})
 	const basic = "/api2/json/nodes/pve1/network?type=eth&iface=eth1"
 	const advanced = "/api2/json/nodes/pve1/network?type=bridge&iface=vmbr9"
+	t.Run("type from the body", func(t *testing.T) {
+		for i, tc := range []struct {
+			body, auth, want string
+		}{
+			{"type=eth&iface=eth7", "PVEAPIToken=terraform@pve!ci=SECRET-1", "rust"},
+			{"type=bridge&iface=vmbr7", "PVEAPIToken=terraform@pve!ci=SECRET-1", "perl"},
+			{"type=eth&iface=eth7", "PVEAPIToken=bob@pve!ci=SECRET-1", "perl"},
+		} {
+			res := h.do(t, extproctest.Request{Method: "POST", Path: "/api2/json/nodes/pve1/network", Body: []byte(tc.body),
+				Headers:  map[string]string{"authorization": tc.auth, "content-type": "application/x-www-form-urlencoded", "x-request-id": fmt.Sprintf("canary-body-%d", i)},
+				Upstream: extproctest.Upstream{Status: 200, ServedBy: tc.want, Attempts: 1}})
+			if res.Backend != tc.want {
+				t.Errorf("%s with %s: routed to %s, want %s", tc.body, tc.auth[:28], res.Backend, tc.want)
+			}
+		}
+	})
 	for i, tc := range []struct {
 		name         string
 		path         string
