@@ -119,7 +119,14 @@ func (c *ControlService) Explain(_ context.Context, req *pb.ExplainRequest) (*pb
 		return nil, status.Error(codes.Unavailable, "no configuration loaded")
 	}
 	r := routing.Request{Method: method, Path: path, IfaceType: req.GetType()}
-	d := routing.Decide(&snap.Policy, r)
+	pol := snap.Policy
+	if c.src.gate != nil {
+		// The router would answer a tripped category from perl.
+		for _, cat := range c.src.gate.Tripped() {
+			pol.Local.Tripped = pol.Local.Tripped.With(cat)
+		}
+	}
+	d := routing.Decide(&pol, r)
 	resp := &pb.ExplainResponse{
 		Backend:   d.Backend.String(),
 		Category:  d.Category.String(),

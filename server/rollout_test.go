@@ -69,6 +69,11 @@ func TestRolloutAPI(t *testing.T) {
 		t.Fatalf("/status gate %+v %v %d", view, err, rec.Code)
 	}
 
+	ex, err := cc.Explain(ctx, &pb.ExplainRequest{Method: "GET", Path: "/api2/json/nodes/pve1/network"})
+	if err != nil || ex.GetBackend() != "perl" || ex.GetReason() != "gate-tripped" {
+		t.Fatalf("Explain of a tripped read: %v, %v", ex, err)
+	}
+
 	plan, err := rc.Plan(ctx, &pb.PlanRequest{})
 	if err != nil {
 		t.Fatal(err)
