@@ -11,6 +11,7 @@
 package pveuser
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 )
@@ -98,7 +99,7 @@ func Suggest(id string) string {
 // header value, or the user of a PVEAuthCookie ticket sent in that header
 // (pveproxy accepts both); "" when there is none or it is malformed. Like
 // pveproxy, the secret is what follows the last '='.
-func FromAuthorization(v string) string { return fromAuthorization(v) }
+func FromAuthorization(v string) string { return fromAuthorization([]byte(v)) }
 
 // FromAuthorizationBytes is FromAuthorization for a header as the router
 // receives it; it allocates only the returned id.
@@ -107,7 +108,7 @@ func FromAuthorizationBytes(v []byte) string { return fromAuthorization(v) }
 // FromCookie returns the user of the PVEAuthCookie ticket in a Cookie
 // header value (`PVE:USER@REALM:HEXTIME::SIGNATURE`, URL-encoded or not);
 // "" when there is none or it is malformed.
-func FromCookie(v string) string { return fromCookie(v) }
+func FromCookie(v string) string { return fromCookie([]byte(v)) }
 
 // FromCookieBytes is FromCookie for a header as the router receives it.
 func FromCookieBytes(v []byte) string { return fromCookie(v) }
@@ -116,7 +117,9 @@ type text interface{ ~string | ~[]byte }
 
 const tokenWord = "PVEAPIToken"
 
-func fromAuthorization[T text](v T) string {
+// fromAuthorization works on bytes with the bytes package's vectorised
+// searches: it runs on the request path.
+func fromAuthorization(v []byte) string {
 	i := indexWord(v, tokenWord)
 	if i < 0 {
 		return fromCookie(v)
@@ -126,14 +129,11 @@ func fromAuthorization[T text](v T) string {
 		return ""
 	}
 	rest = rest[1:]
-	// One pass to the first ';' remembering the last '=': pveproxy's
-	// ([^;]*) then ^(.*)=(.*)$.
-	eq := -1
-	for j := 0; j < len(rest) && rest[j] != ';'; j++ {
-		if rest[j] == '=' {
-			eq = j
-		}
+	// pveproxy: ([^;]*) then ^(.*)=(.*)$, so the id ends at the last '='.
+	if j := bytes.IndexByte(rest, ';'); j >= 0 {
+		rest = rest[:j]
 	}
+	eq := bytes.LastIndexByte(rest, '=')
 	if eq < 0 {
 		return ""
 	}
@@ -145,28 +145,23 @@ func fromAuthorization[T text](v T) string {
 }
 
 // indexWord finds word at the start of v or after white space.
-func indexWord[T text](v T, word string) int {
-	for i := 0; i+len(word) <= len(v); i++ {
-		if i > 0 && v[i-1] != ' ' && v[i-1] != '\t' {
-			continue
+func indexWord(v []byte, word string) int {
+	for off := 0; ; {
+		i := bytes.Index(v[off:], []byte(word))
+		if i < 0 {
+			return -1
 		}
-		match := true
-		for j := 0; j < len(word); j++ {
-			if v[i+j] != word[j] {
-				match = false
-				break
-			}
-		}
-		if match {
+		i += off
+		if i == 0 || v[i-1] == ' ' || v[i-1] == '\t' {
 			return i
 		}
+		off = i + 1
 	}
-	return -1
 }
 
 const cookieName = "PVEAuthCookie="
 
-func fromCookie[T text](v T) string {
+func fromCookie(v []byte) string {
 	for i := 0; i < len(v); {
 		for i < len(v) && (v[i] == ' ' || v[i] == ';' || v[i] == '\t') {
 			i++
@@ -176,7 +171,7 @@ func fromCookie[T text](v T) string {
 			end++
 		}
 		pair := v[i:end]
-		if len(pair) >= len(cookieName) && string(pair[:len(cookieName)]) == cookieName {
+		if bytes.HasPrefix(pair, []byte(cookieName)) {
 			return ticketUser(pair[len(cookieName):])
 		}
 		i = end
@@ -186,7 +181,7 @@ func fromCookie[T text](v T) string {
 
 // ticketUser extracts USER@REALM from a ticket into a stack buffer,
 // decoding percent escapes; the signature is never copied.
-func ticketUser[T text](t T) string {
+func ticketUser(t []byte) string {
 	var buf [MaxLen + 8]byte
 	n := 0
 	for i := 0; i < len(t); i++ {
