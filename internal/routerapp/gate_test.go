@@ -185,6 +185,9 @@ func TestGateTripsFailingRustReads(t *testing.T) {
 			t.Fatalf("read %d after the trip: served by %q in %s attempts, want perl in 1", i, a.served, a.tries)
 		}
 	}
+	if code, out, _ := r.ctl(t, "status"); code != 0 || !strings.Contains(out, "tripped node-network-read") {
+		t.Errorf("status text does not show the trip:\n%s", out)
+	}
 	resp, err := http.Get("http://" + r.admin + "/status")
 	if err != nil {
 		t.Fatal(err)
