@@ -200,7 +200,8 @@ type stream struct {
 	user         string
 	userResolved bool
 	authz        []byte
-	cookies      [][]byte
+	cookies      [2][]byte
+	nCookies     int
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it

@@ -14,12 +14,17 @@ func (s *stream) noteCredential(key string, v []byte) {
 		}
 		return
 	}
-	s.cookies = append(s.cookies, v)
+	// Two Cookie headers cover HTTP/2 clients that split cookies; a
+	// ticket further on stays unread (no canary, never a wrong one).
+	if s.nCookies < len(s.cookies) {
+		s.cookies[s.nCookies] = v
+		s.nCookies++
+	}
 }
 
 // dropCredentials forgets the credential headers once the request headers
 // are answered: nothing the stream keeps afterwards holds a secret.
-func (s *stream) dropCredentials() { s.authz, s.cookies = nil, nil }
+func (s *stream) dropCredentials() { s.authz, s.cookies, s.nCookies = nil, [2][]byte{}, 0 }
 
 // canaryUser reports whether the request's user is a canary that would
 // change decision d: d keeps the request on perl by the phase alone, the
@@ -41,7 +46,7 @@ func (s *stream) canaryUser(d routing.Decision) bool {
 		if s.authz != nil {
 			s.user = pveuser.FromAuthorizationBytes(s.authz)
 		}
-		for _, c := range s.cookies {
+		for _, c := range s.cookies[:s.nCookies] {
 			if s.user != "" {
 				break
 			}

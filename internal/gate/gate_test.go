@@ -283,3 +283,14 @@ func TestHistP99(t *testing.T) {
 		t.Fatal("open bucket")
 	}
 }
+
+// An outcome older than the window must not wipe the newer figures that
+// share its slot of the ring.
+func TestLateOutcomeDropped(t *testing.T) {
+	f := newFixture(t, snap(routing.RustReadOnly, func(s *config.Snapshot) { s.Gate.Enabled = false }), nil)
+	f.send(routing.NodeNetworkRead, routing.Rust, routing.ReasonPhase, 10, 0, time.Millisecond)
+	f.g.Record(Outcome{At: f.clk.now().Add(-300 * time.Second), Category: routing.NodeNetworkRead, Backend: routing.Rust, ServedBy: "rust", Status: 200})
+	if got := f.g.Plan().Categories[0].Evidence.RustAttempts; got != 10 {
+		t.Fatalf("window holds %d attempts after a late outcome, want 10", got)
+	}
+}

@@ -130,10 +130,18 @@ func newWindow(size time.Duration) *window {
 	return &window{width: w}
 }
 
+// slotAt returns the slot for time at, emptying a slot that held an
+// older turn of the ring; nil when at is older than what the slot holds
+// now (an outcome delayed by more than a window), which is dropped rather
+// than allowed to wipe newer figures.
 func (w *window) slotAt(at time.Time) *slot {
 	idx := at.UnixNano() / int64(w.width)
 	s := &w.slots[uint64(idx)%nSlots]
-	if s.idx != idx {
+	switch {
+	case s.idx == idx:
+	case s.idx > idx:
+		return nil
+	default:
 		*s = slot{idx: idx}
 	}
 	return s
@@ -142,6 +150,9 @@ func (w *window) slotAt(at time.Time) *slot {
 // add records one finished request.
 func (w *window) add(o *Outcome) {
 	s := w.slotAt(o.At)
+	if s == nil {
+		return
+	}
 	s.requests++
 	if o.Backend == routing.Perl {
 		if o.Reason == routing.ReasonPhase {
