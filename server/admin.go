@@ -27,6 +27,8 @@ type AdminOptions struct {
 	// Node, if set, adds the router's node, kill switch and state file
 	// to /status.
 	Node NodeSource
+	// Gate supplies the gate's trips; nil shows none.
+	Gate GateSource
 }
 
 // HealthView is the JSON of GET /health.
@@ -54,7 +56,7 @@ type HealthView struct {
 // is healthy when it can answer Envoy, and an unreachable Rust is exactly
 // what the fallback is for.
 func NewAdminHandler(opts AdminOptions) http.Handler {
-	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node}
+	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node, gate: opts.Gate}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		st := src.collect()

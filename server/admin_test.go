@@ -239,7 +239,7 @@ func TestAdminHandler(t *testing.T) {
 		if code != 200 {
 			t.Fatal(code)
 		}
-		want := "config_path,endpoints,fallback,features,health,kill_switch,last_reload,loaded_at,log_decisions,metrics_enabled,perl_api_base_url,perl_api_token_id,perl_api_token_set,phase,phase_source,serving,stats,version"
+		want := "config_path,endpoints,fallback,features,gate,health,kill_switch,last_reload,loaded_at,log_decisions,metrics_enabled,perl_api_base_url,perl_api_token_id,perl_api_token_set,phase,phase_source,serving,stats,version"
 		if got := keys(m); got != want {
 			t.Errorf("keys %s\nwant %s", got, want)
 		}

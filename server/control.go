@@ -26,6 +26,8 @@ type ControlOptions struct {
 	Ready   *Readiness
 	// Node, if set, adds the router's node, kill switch and state file.
 	Node NodeSource
+	// Gate supplies the gate's trips; nil shows none.
+	Gate GateSource
 }
 
 // ControlService is the read-only control API (pvemigration.v1.
@@ -43,7 +45,7 @@ var _ pb.ControlServiceServer = (*ControlService)(nil)
 // NewControlService returns a ControlService; register it with
 // pb.RegisterControlServiceServer (Serve does).
 func NewControlService(opts ControlOptions) *ControlService {
-	return &ControlService{src: statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node}}
+	return &ControlService{src: statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node, gate: opts.Gate}}
 }
 
 // GetStatus returns the configuration in force, the last reload, the
@@ -73,6 +75,7 @@ func (c *ControlService) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.G
 		MetricsEnabled:  st.MetricsEnabled,
 		KillSwitch:      st.KillSwitch,
 		Node:            nodeProto(st.Node),
+		GateTripped:     st.Gate.Tripped,
 	}
 	if st.LoadedAt != nil {
 		resp.LoadedAt = timestamppb.New(*st.LoadedAt)
@@ -120,7 +123,14 @@ func (c *ControlService) Explain(_ context.Context, req *pb.ExplainRequest) (*pb
 		return nil, status.Error(codes.Unavailable, "no configuration loaded")
 	}
 	r := routing.Request{Method: method, Path: path, IfaceType: req.GetType()}
-	d := routing.Decide(&snap.Policy, r)
+	pol := snap.Policy
+	if c.src.gate != nil {
+		// The router would answer a tripped category from perl.
+		for _, cat := range c.src.gate.Tripped() {
+			pol.Local.Tripped = pol.Local.Tripped.With(cat)
+		}
+	}
+	d := routing.Decide(&pol, r)
 	resp := &pb.ExplainResponse{
 		Backend:   d.Backend.String(),
 		Category:  d.Category.String(),

@@ -192,6 +192,16 @@ type stream struct {
 	provisional         routing.Decision
 	body                []byte
 	bodyTooBig          bool
+
+	// user is the id the request claims, read only when a canary could
+	// change the decision (canaryUser); never the secret. authz and
+	// cookies point into the request headers until the headers are
+	// answered, then are dropped.
+	user         string
+	userResolved bool
+	authz        []byte
+	cookies      [2][]byte
+	nCookies     int
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it
@@ -285,6 +295,8 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		s.policy = &s.pol
 	}
 	s.dec.Phase = s.policy.EffectivePhase()
+	canary := s.policy.Canary.Enabled()
+	defer s.dropCredentials()
 
 	var method, path string
 	for _, hv := range h.GetHeaders().GetHeaders() {
@@ -298,6 +310,10 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 			path = string(headerBytes(hv))
 		case HeaderRequestID:
 			s.dec.RequestID = string(headerBytes(hv))
+		case "authorization", "cookie":
+			if canary {
+				s.noteCredential(hv.GetKey(), headerBytes(hv))
+			}
 		case "content-type":
 			ct := string(headerBytes(hv))
 			if s.contentType != "" && s.contentType != ct {
@@ -325,7 +341,11 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	c := routing.Classify(method, s.dec.Path, "")
 	s.class = c
 	if !c.NeedsType {
-		return s.decide(routing.DecideClassified(s.policy, method, "", c), "", outcome.TypeNone, nil).headers
+		d := routing.DecideClassified(s.policy, method, "", c)
+		if s.canaryUser(d) {
+			d = routing.DecideClassified(s.policy, method, s.user, c)
+		}
+		return s.decide(d, "", outcome.TypeNone, nil).headers
 	}
 
 	// The category depends on the interface type. Find out whether that
@@ -334,6 +354,10 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	basic.Category, advanced.Category = routing.NodeNetworkBasicWrite, routing.NodeNetworkAdvancedWrite
 	dBasic := routing.DecideClassified(s.policy, method, "", basic)
 	dAdvanced := routing.DecideClassified(s.policy, method, "", advanced)
+	if s.canaryUser(dBasic) || s.canaryUser(dAdvanced) {
+		dBasic = routing.DecideClassified(s.policy, method, s.user, basic)
+		dAdvanced = routing.DecideClassified(s.policy, method, s.user, advanced)
+	}
 
 	// Query parameters win over body parameters in pveproxy, so a type in
 	// the query of a POST/PUT is the type, whatever the body says. It is
@@ -384,7 +408,7 @@ func (s *stream) decideType(method, t string) routing.Decision {
 	} else {
 		c.Category = routing.NodeNetworkAdvancedWrite
 	}
-	return routing.DecideClassified(s.policy, method, "", c)
+	return routing.DecideClassified(s.policy, method, s.user, c)
 }
 
 func sourceOf(t string, src outcome.TypeSource) outcome.TypeSource {

@@ -104,6 +104,9 @@ type ServeConfig struct {
 	Processor *Processor
 	// Control is the control API; nil leaves it unregistered.
 	Control pb.ControlServiceServer
+	// Rollout is the plan/advance/gate-reset API; nil leaves it
+	// unregistered.
+	Rollout pb.RolloutServiceServer
 	// Config reports whether a configuration is loaded: grpc health says
 	// NOT_SERVING until it returns non-nil. Nil means loaded.
 	Config func() *config.Snapshot
@@ -188,6 +191,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(ExtProcServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	srv := NewGRPCServer(cfg.Processor, cfg.Control, hs, cfg.ServerOptions...)
+	if cfg.Rollout != nil {
+		pb.RegisterRolloutServiceServer(srv, cfg.Rollout)
+	}
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()

@@ -60,6 +60,8 @@ type Status struct {
 	// request to perl; Node is the router's own node (nil without one).
 	KillSwitch bool        `json:"kill_switch"`
 	Node       *NodeStatus `json:"node,omitempty"`
+	// Gate lists the categories the gate tripped back to perl here.
+	Gate GateView `json:"gate"`
 }
 
 // FallbackStatus is the global Rust → Perl fallback setting.
@@ -123,6 +125,7 @@ type statusSources struct {
 	version string
 	ready   *Readiness
 	node    NodeSource
+	gate    GateSource
 }
 
 // serving is the /health verdict: a config is loaded and, when Serve
@@ -144,6 +147,7 @@ func (s statusSources) collect() Status {
 		Version:    s.version,
 		LastReload: reloadView(reload),
 		Endpoints:  []EndpointStatus{},
+		Gate:       gateView(s.gate),
 	}
 	if snap != nil {
 		p := snap.Policy

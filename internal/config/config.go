@@ -105,6 +105,8 @@ type Snapshot struct {
 	// Digest identifies what the file configures (see nodes.go), so each
 	// node's state file tells whether that node runs the current file.
 	Digest string
+	// Gate is the `[gate]` table (its defaults when absent).
+	Gate Gate
 }
 
 // Equal reports whether two snapshots configure the same behaviour and
@@ -188,7 +190,7 @@ func Parse(name string, data []byte, env func(string) string) (*Snapshot, error)
 	if env == nil {
 		env = func(string) string { return "" }
 	}
-	p := &parser{file: name, fileLayer: map[string]any{}, envLayer: map[string]any{}}
+	p := &parser{file: name, fileLayer: map[string]any{}, envLayer: map[string]any{}, gate: DefaultGate()}
 
 	// koanf is the layering engine: each layer is a map of validated,
 	// typed values, merged in precedence order. The environment is not
@@ -229,7 +231,9 @@ func Parse(name string, data []byte, env func(string) string) (*Snapshot, error)
 				EnableAdvancedNetworking: k.Bool("features.enable_advanced_networking"),
 			},
 			Endpoints: p.endpoints,
+			Canary:    p.canary,
 		},
+		Gate:           p.gate,
 		PerlAPIBaseURL: k.String("perl_api_base_url"),
 		PerlAPITimeout: k.Get("perl_api_timeout").(time.Duration),
 		LogDecisions:   k.Bool("log_migration_decisions"),
@@ -301,7 +305,7 @@ func (b bytesProvider) Read() (map[string]any, error) {
 
 // Known keys per level, in the contract's order (used for "valid:" lists).
 var (
-	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints", "nodes"}
+	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints", "nodes", "gate", "canary"}
 	featureKeys  = []string{"enable_sdn_migration", "enable_advanced_networking"}
 	endpointKeys = []string{"use_rust", "fallback_on_error", "rust_timeout", "rust_methods"}
 	methodNames  = []string{"GET", "POST", "PUT", "DELETE"}
@@ -315,6 +319,8 @@ type parser struct {
 	endpoints map[string]routing.EndpointRule
 	nodes     map[string]routing.Phase
 	token     Secret
+	gate      Gate
+	canary    routing.Canary
 	problems  []Problem
 	warnings  []Problem
 }
@@ -380,6 +386,10 @@ func (p *parser) fileTables(raw map[string]any) {
 			p.endpointTables(v)
 		case "nodes":
 			p.nodeTables(v)
+		case "gate":
+			p.gateTable(v)
+		case "canary":
+			p.canaryTable(v)
 		default:
 			p.problem(key, valueText(v), unknownKey(key, "", topKeys))
 		}

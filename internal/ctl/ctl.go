@@ -83,6 +83,7 @@ func init() {
 	commands = []*command{
 		statusCommand(), explainCommand(), validateCommand(), setPhaseCommand(), fallbackCommand(), killSwitchCommand(),
 		testPerlCommand(), testRustCommand(), generateConfigCommand(), completionCommand(),
+		planCommand(), advanceCommand(), gateCommand(),
 	}
 }
 

@@ -60,6 +60,26 @@ enable_sdn_migration = false
 # Let bridge, bond, VLAN and OVS writes go to Rust from phase rust-advanced on.
 enable_advanced_networking = true
 
+[gate]
+# Send a category rust serves back to perl on this node when, over the last
+# "window" seconds with at least "min_requests" rust attempts, rust breaks a
+# limit; it stays on perl until "migration-ctl gate reset". Evidence for
+# "migration-ctl plan" and "advance" is gathered even while disabled.
+enabled = false
+window = 300
+min_requests = 20
+max_rust_error_rate = 0.05
+max_latency_ratio = 3.0
+max_mismatch_rate = 0.01
+
+[canary]
+# Users whose requests in the categories the next phase moves go to rust
+# now: "USER@REALM" (the user and all its API tokens) or "USER@REALM!TOKENID".
+# percent picks that share of all users by a stable hash (raising it keeps
+# everyone who was in).
+users = []
+percent = 0
+
 # Per-endpoint rules, keyed by API template ("/api2/json/..." covers
 # "/api2/extjs/..." too; "migration-ctl explain" shows a request's template).
 #   use_rust           true promotes the template to Rust in any phase but

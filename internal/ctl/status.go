@@ -92,8 +92,9 @@ type statusView struct {
 	Notes                  []string               `json:"notes"`
 	FileView               *fileComparison        `json:"file,omitempty"`
 	// KillSwitch and Node: see cluster.go.
-	KillSwitch bool          `json:"kill_switch"`
-	Node       *nodeStatView `json:"node,omitempty"`
+	KillSwitch bool           `json:"kill_switch"`
+	Node       *nodeStatView  `json:"node,omitempty"`
+	Gate       gateStatusView `json:"gate"`
 }
 
 type routerView struct {
@@ -238,6 +239,7 @@ func viewFromRouter(addr string, r *pb.GetStatusResponse) *statusView {
 		Notes:           []string{},
 		KillSwitch:      r.GetKillSwitch(),
 		Node:            nodeStatFrom(r.GetNode()),
+		Gate:            gateStatusView{Tripped: append([]string{}, r.GetGateTripped()...)},
 	}
 	if r.GetLoadedAt() != nil {
 		t := r.GetLoadedAt().AsTime()
@@ -310,6 +312,7 @@ func viewFromSnapshot(snap *config.Snapshot, path string) *statusView {
 		PerlAPIBaseURL:         snap.PerlAPIBaseURL,
 		PerlAPITokenSet:        snap.PerlAPIToken.IsSet(),
 		Notes:                  []string{},
+		Gate:                   gateStatusView{Tripped: []string{}},
 	}
 	for _, tmpl := range routing.Templates() { // catalogue order, stable
 		r, ok := p.Endpoints[tmpl]
@@ -425,6 +428,9 @@ func (a *app) printStatus(v *statusView) {
 	}
 	line("perl url", "%s, token %s", v.PerlAPIBaseURL, tok)
 	a.nodeLines(v, line)
+	if len(v.Gate.Tripped) > 0 {
+		line("gate", "%s %s (on perl here until: %s gate reset)", s.bad("tripped"), strings.Join(v.Gate.Tripped, ", "), prog)
+	}
 	t.write(a.stdout, "")
 
 	if st := v.Stats; st != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/pve-migration/router/internal/killswitch"
 	"github.com/pve-migration/router/internal/localstate"
 	"github.com/pve-migration/router/internal/nodestate"
+	"github.com/pve-migration/router/internal/outcome"
 	"github.com/pve-migration/router/internal/telemetry"
 	"github.com/pve-migration/router/routing"
 	"github.com/pve-migration/router/server"
@@ -241,15 +242,19 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	// kill switch, gate trips).
 	local := localstate.New(f.node)
 	nodeRT := newNodeRuntime(f, path, store, local, tel, logger)
-	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: tel.Observer(), Lookup: lookup, Logger: logger, Local: local.Local})
+	gt, err := newGate(store, local, tel, logger)
+	if err != nil {
+		return err
+	}
+	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: outcome.Tee(tel.Observer(), gt), Lookup: lookup, Logger: logger, Local: local.Local})
 	health, err := server.NewHealthChecker(server.HealthOptions{Config: store.Current, RustURL: f.rustUpstream, TLS: upTLS, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("health checker: %w", err)
 	}
 	ready := &server.Readiness{}
-	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready, Node: nodeRT})
+	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt})
 
-	errc := make(chan error, 8)
+	errc := make(chan error, 9)
 	running := 0
 	start := func(name string, fn func() error) {
 		running++
@@ -266,13 +271,14 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	})
 	start("health", func() error { health.Run(ctx); return nil })
 	nodeRT.run(ctx, start)
+	start("gate", func() error { return gt.Run(ctx) })
 	grpcOpts, err := grpcTLS(f)
 	if err != nil {
 		return err
 	}
 	start("grpc", func() error {
 		return server.Serve(ctx, server.ServeConfig{
-			Addr: f.grpcListen, Processor: proc, Control: control, Config: store.Current,
+			Addr: f.grpcListen, Processor: proc, Control: control, Rollout: server.NewRolloutService(gt, store), Config: store.Current,
 			ServerOptions: append(tel.GRPCServerOptions(), grpcOpts...), Ready: ready, Logger: logger,
 		})
 	})
@@ -287,7 +293,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		start("data plane", func() error { return dp(ctx) })
 	}
 	if f.adminListen != "" {
-		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Node: nodeRT})
+		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt})
 		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
 	}
 	logger.Info("migration-router started", "version", Version, "config", displayPath(snap), "phase", snap.Policy.Phase.String(),

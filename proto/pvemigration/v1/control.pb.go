@@ -97,6 +97,9 @@ type GetStatusResponse struct {
 	PerlApiTokenSet bool   `protobuf:"varint,15,opt,name=perl_api_token_set,json=perlApiTokenSet,proto3" json:"perl_api_token_set,omitempty"`
 	LogDecisions    bool   `protobuf:"varint,16,opt,name=log_decisions,json=logDecisions,proto3" json:"log_decisions,omitempty"`
 	MetricsEnabled  bool   `protobuf:"varint,17,opt,name=metrics_enabled,json=metricsEnabled,proto3" json:"metrics_enabled,omitempty"`
+	// Categories the gate has tripped back to perl on this node (field
+	// numbers 100-199 belong to the gate and canary additions).
+	GateTripped []string `protobuf:"bytes,100,rep,name=gate_tripped,json=gateTripped,proto3" json:"gate_tripped,omitempty"`
 	// Fields 200-299: per-node phases (issue 16).
 	// kill_switch is true while the node-local kill switch file exists:
 	// every request on this node goes to perl.
@@ -254,6 +257,13 @@ func (x *GetStatusResponse) GetMetricsEnabled() bool {
 		return x.MetricsEnabled
 	}
 	return false
+}
+
+func (x *GetStatusResponse) GetGateTripped() []string {
+	if x != nil {
+		return x.GateTripped
+	}
+	return nil
 }
 
 func (x *GetStatusResponse) GetKillSwitch() bool {
@@ -1077,7 +1087,7 @@ var File_proto_pvemigration_v1_control_proto protoreflect.FileDescriptor
 const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"#proto/pvemigration/v1/control.proto\x12\x0fpvemigration.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\xe4\x06\n" +
+	"\x10GetStatusRequest\"\x87\a\n" +
 	"\x11GetStatusResponse\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12!\n" +
 	"\fphase_source\x18\x02 \x01(\tR\vphaseSource\x12)\n" +
@@ -1098,7 +1108,8 @@ const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\x11perl_api_base_url\x18\x0e \x01(\tR\x0eperlApiBaseUrl\x12+\n" +
 	"\x12perl_api_token_set\x18\x0f \x01(\bR\x0fperlApiTokenSet\x12#\n" +
 	"\rlog_decisions\x18\x10 \x01(\bR\flogDecisions\x12'\n" +
-	"\x0fmetrics_enabled\x18\x11 \x01(\bR\x0emetricsEnabled\x12 \n" +
+	"\x0fmetrics_enabled\x18\x11 \x01(\bR\x0emetricsEnabled\x12!\n" +
+	"\fgate_tripped\x18d \x03(\tR\vgateTripped\x12 \n" +
 	"\vkill_switch\x18\xc8\x01 \x01(\bR\n" +
 	"killSwitch\x12/\n" +
 	"\x04node\x18\xc9\x01 \x01(\v2\x1a.pvemigration.v1.NodeStateR\x04node\"\xc0\x02\n" +
