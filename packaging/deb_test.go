@@ -129,6 +129,8 @@ func TestDebPackage(t *testing.T) {
 			{"/usr/share/doc/pve-migration-router/examples/prometheus/rules.yml", "-rw-r--r--"},
 			{"/usr/share/doc/pve-migration-router/examples/prometheus/prometheus.yml", "-rw-r--r--"},
 			{"/usr/share/doc/pve-migration-router/examples/grafana/pve-migration-dashboard.json", "-rw-r--r--"},
+			{"/usr/share/doc/pve-migration-router/examples/grafana/provisioning/datasources/prometheus.yaml", "-rw-r--r--"},
+			{"/usr/share/doc/pve-migration-router/examples/grafana/provisioning/dashboards/pve-migration.yaml", "-rw-r--r--"},
 		}
 		for _, w := range want {
 			t.Run(w.path, func(t *testing.T) {

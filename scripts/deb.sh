@@ -117,6 +117,9 @@ build() {
 	install_file examples/prometheus/rules.yml "$ex/prometheus/rules.yml" 0644
 	install_file examples/prometheus/prometheus.yml "$ex/prometheus/prometheus.yml" 0644
 	install_file examples/grafana/pve-migration-dashboard.json "$ex/grafana/pve-migration-dashboard.json" 0644
+	for f in examples/grafana/provisioning/*/*.yaml; do
+		install_file "$f" "$ex/grafana/${f#examples/grafana/}" 0644
+	done
 	# Examples stay as they are, to be copied into place.
 	find "$doc" -path "$ex" -prune -o -type f -size +4k ! -name copyright ! -name '*.gz' -exec gzip -9n {} +
 	# A native package's changelog: one entry for this build.
