@@ -171,7 +171,7 @@ lint() {
 	[ -f "$deb" ] || { echo "deb.sh: $deb not built (make deb)" >&2; exit 1; }
 	echo "deb.sh: lintian $deb" >&2
 	# Errors fail the build; warnings and notes are shown for the reviewer.
-	lintian --fail-on error --info --display-level '>=warning' "$deb"
+	lintian --fail-on error --display-level '>=warning' "$deb"
 }
 
 case "${1:-}" in
