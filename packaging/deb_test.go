@@ -217,6 +217,21 @@ func TestDebPackage(t *testing.T) {
 		if strings.TrimSpace(out) != "migration-router "+version {
 			t.Errorf("migration-router %s --version = %q, want the package version %s", strings.Join(args, " "), out, version)
 		}
+		// systemd's own parser: an unknown or misspelt directive is only a
+		// warning at boot, and then the hardening silently is not there.
+		if sa, err := exec.LookPath("systemd-analyze"); err == nil {
+			copyDir := t.TempDir()
+			// verify checks that ExecStart exists: point it into the extracted tree.
+			body := strings.ReplaceAll(string(unit), "ExecStart=/usr/bin/", "ExecStart="+filepath.Join(root, "usr/bin")+"/")
+			copyPath := filepath.Join(copyDir, "pve-migration-router.service")
+			if err := os.WriteFile(copyPath, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := runErr(sa, "verify", "--man=no", copyPath)
+			if err != nil || strings.Contains(out, "Unknown") || strings.Contains(out, "Failed") || strings.Contains(out, "Invalid") {
+				t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+			}
+		}
 	})
 
 	t.Run("bash completion", func(t *testing.T) {
