@@ -364,13 +364,6 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 
-	// A rejected edit, then the good file again: both reload results.
-	writeConf("phase = \"rust-read-onyl\"\n")
-	waitFor(t, "a rejected reload", 30*time.Second, func() bool {
-		return strings.Contains(routerLog.String(), "config reload failed")
-	})
-	writeConf(good + "# edited\n")
-
 	// Traffic until the test ends: every category, reads and writes.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -455,6 +448,18 @@ scrape_configs:
 		return resp.StatusCode == http.StatusOK
 	})
 
+	// A rejected edit, then the good file again (both reload results),
+	// once Prometheus has seen the counters at 0, as it would on a node.
+	waitFor(t, "a scrape with no rejected reload", 60*time.Second, func() bool {
+		r, err := promGet(base, "/api/v1/query", url.Values{"query": {telemetry.MetricConfigReloads + `{result="error"} == 0`}})
+		return err == nil && len(r.Data.Result) == 1
+	})
+	writeConf("phase = \"rust-read-onyl\"\n")
+	waitFor(t, "a rejected reload", 30*time.Second, func() bool {
+		return strings.Contains(routerLog.String(), "config reload failed")
+	})
+	writeConf(good + "# edited\n")
+
 	// The rules file loads in a real Prometheus, every rule healthy.
 	t.Run("rules loaded", func(t *testing.T) {
 		var rr struct {
@@ -521,6 +526,53 @@ scrape_configs:
 			}
 			return json.NewDecoder(resp.Body).Decode(&r) == nil && slices.Contains(r.Data, admin)
 		})
+	})
+
+	// The alert expressions match the label sets a real router exports
+	// (promtool's tests use series written by hand): the fallbacks this
+	// traffic causes and the rejected edit make their alerts active; Rust
+	// errors do not, because every failed Rust read was served by Perl.
+	t.Run("alerts on real metrics", func(t *testing.T) {
+		active := func() map[string]string {
+			resp, err := http.Get(base + "/api/v1/alerts")
+			if err != nil {
+				return nil
+			}
+			defer resp.Body.Close()
+			var ar struct {
+				Data struct {
+					Alerts []struct {
+						Labels map[string]string `json:"labels"`
+						State  string            `json:"state"`
+					} `json:"alerts"`
+				} `json:"data"`
+			}
+			if json.NewDecoder(resp.Body).Decode(&ar) != nil {
+				return nil
+			}
+			m := map[string]string{}
+			for _, a := range ar.Data.Alerts {
+				m[a.Labels["alertname"]+" "+a.Labels["category"]] = a.State
+			}
+			return m
+		}
+		var got map[string]string
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			got = active()
+			if got["PVEMigrationFallbacks node-network-read"] != "" && got["PVEMigrationConfigReloadFailed "] == "firing" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("PVEMigrationFallbacks (node-network-read) and PVEMigrationConfigReloadFailed are not both active; alerts: %v", got)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		for k, state := range got {
+			if strings.HasPrefix(k, "PVEMigrationRustErrors ") || strings.HasPrefix(k, "PVEMigrationRouterDown ") || strings.HasPrefix(k, "PVEMigrationNodeNotReporting ") {
+				t.Errorf("%s is %s against a healthy router whose failed Rust reads all fell back", k, state)
+			}
+		}
 	})
 
 	var notRequired []string
