@@ -68,3 +68,19 @@ staticcheck:
 
 clean:
 	rm -rf $(BIN) bench.txt
+
+# Operating it the PVE way: Debian package, alert rules, dashboard.
+.PHONY: deb test-deb test-rules test-dashboard
+
+deb: ## dist/pve-migration-router_VERSION_amd64.deb with dpkg-deb, checked by lintian (installs dpkg-dev tools, lintian, help2man when missing)
+	scripts/deb.sh build
+	scripts/deb.sh lint
+
+test-deb: ## build the package, lintian, then install it into a throwaway root and run the binaries
+	scripts/deb.sh test
+
+test-rules: ## promtool check and unit-test examples/prometheus/rules.yml (installs Debian's prometheus when missing)
+	scripts/prometheus.sh rules
+
+test-dashboard: ## every Grafana dashboard query against a real Prometheus scraping a real router
+	scripts/prometheus.sh dashboard

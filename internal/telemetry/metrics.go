@@ -177,6 +177,10 @@ func newInstruments(m metric.Meter, phase func() routing.Phase) (*instruments, e
 	}
 	for i, r := range reloadResults {
 		in.reloadOpts[i] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String(LabelResult, r)))}
+		// Every result starts at 0 on /metrics. A series born at 1 (the first
+		// rejected edit) has no increase to Prometheus, so
+		// PVEMigrationConfigReloadFailed would miss exactly that edit.
+		in.reloads.Add(context.Background(), 0, in.reloadOpts[i]...)
 	}
 	return in, nil
 }
