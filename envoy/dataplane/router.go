@@ -416,9 +416,11 @@ func (q *request) attempt(ctx context.Context, be *backend, perTry time.Duration
 	if out.Method != http.MethodGet && out.Method != http.MethodHead {
 		// net/http replays a request on a fresh connection when a reused
 		// one dies, if it thinks the request is idempotent, and a client's
-		// Idempotency-Key makes it think so even for POST. Only this code
-		// may decide to send a write again: without GetBody the transport
-		// cannot.
+		// Idempotency-Key makes it think so even for a DELETE without a
+		// body. Only this code may decide to send a write again: without
+		// GetBody the transport cannot rewind a body, and
+		// be.roundTripper sends a write on a connection that was never
+		// used before, where the transport never retries at all.
 		out.GetBody = nil
 	}
 	var timer *time.Timer
@@ -429,7 +431,7 @@ func (q *request) attempt(ctx context.Context, be *backend, perTry time.Duration
 		})
 	}
 	start := q.p.now()
-	resp, err := be.rt.RoundTrip(out)
+	resp, err := be.roundTripper(out.Method).RoundTrip(out)
 	if timer != nil {
 		timer.Stop()
 	}

@@ -567,6 +567,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rec := &statusRecorder{ResponseWriter: w}
+	dropAfter := f.DropAfterWrite && r.Method != http.MethodGet && r.Method != http.MethodHead
+	if dropAfter {
+		// The write runs to the end; its answer goes nowhere.
+		rec.ResponseWriter = &discardWriter{h: http.Header{}}
+	}
 	var tmpl string
 	if fail {
 		format, _, _ := splitAPIPath(r.URL.EscapedPath())
@@ -584,7 +589,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"request_id", r.Header.Get("X-Request-Id"),
 		"injected", fail,
 	)
+	if dropAfter {
+		s.log.Debug("write applied, connection dropped", "method", r.Method, "path", r.URL.Path, "template", tmpl)
+		dropConnection(w)
+	}
 }
+
+// discardWriter takes a response that the drop_after_write fault never
+// sends.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}
 
 // servingWithListener reports whether Serve manages the listener (and so
 // implements Refuse by refusing connections rather than dropping them).
@@ -784,7 +801,7 @@ func (s *Server) debugMux() *http.ServeMux {
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
 			return
 		}
-		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse)
+		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse, "drop_after_write", f.DropAfterWrite)
 		reply(w, f)
 	})
 	mux.HandleFunc("GET /debug/applied", func(w http.ResponseWriter, r *http.Request) { reply(w, s.Applied()) })
