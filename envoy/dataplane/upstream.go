@@ -61,7 +61,7 @@ type backend struct {
 	// only the router's retry policy can ever send a write twice.
 	writeTransport *http.Transport
 	writeRT        http.RoundTripper // writeTransport, possibly wrapped
-	cfg       clusterConfig
+	cfg            clusterConfig
 	// hostMetadata is the xds.upstream_host_metadata attribute, fixed per
 	// backend, so it is formatted once rather than on every response.
 	hostMetadata string
