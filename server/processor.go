@@ -113,6 +113,9 @@ var (
 // with io.EOF or a cancellation is a normal end: Envoy closes streams as
 // soon as it needs nothing more, and resets them when the client goes away.
 func (p *Processor) Process(srv grpc.BidiStreamingServer[extprocv3.ProcessingRequest, extprocv3.ProcessingResponse]) error {
+	if md, ok := metadata.FromIncomingContext(srv.Context()); ok && isUpstreamExtjsStage(md) {
+		return statusError(p.processUpstreamExtjs(srv))
+	}
 	s := stream{p: p, srv: srv, ctx: srv.Context()}
 	err := s.run()
 	s.finish(err)
