@@ -54,6 +54,9 @@ type envOptions struct {
 	unimplemented []string
 	token         string
 	rustFaults    pvedemo.Faults
+	// rustNoFallbackHeader: the rust backend does not mark failed extjs
+	// answers with x-pve-fallback.
+	rustNoFallbackHeader bool
 	settings      *envoy.ExtProcSettings
 	// noExtProc starts the data plane with a decision service that is
 	// down (a dialled address nothing listens on).
@@ -84,7 +87,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	t.Cleanup(e.close)
 	state := t.TempDir()
 	start := func(flavor pvedemo.Flavor, unimpl []string, f pvedemo.Faults) (*pvedemo.Server, string) {
-		s, err := pvedemo.New(pvedemo.Options{Flavor: flavor, StateDir: state, Token: o.token, Unimplemented: unimpl, Faults: f, Logger: quietLogger(), Seed: 1})
+		s, err := pvedemo.New(pvedemo.Options{Flavor: flavor, StateDir: state, Token: o.token, Unimplemented: unimpl, Faults: f, Logger: quietLogger(), Seed: 1, NoFallbackHeader: o.rustNoFallbackHeader})
 		if err != nil {
 			t.Fatal(err)
 		}

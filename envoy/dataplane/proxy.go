@@ -504,6 +504,9 @@ func (q *request) respond(u *upstreamResponse) {
 		}
 		rh.Del(name)
 	}
+	for _, name := range p.cfg.respHeadersToRemove {
+		rh.Del(name)
+	}
 	if !u.local && u.upstreamTime > 0 {
 		rh.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(u.upstreamTime.Milliseconds(), 10))
 	}

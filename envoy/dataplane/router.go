@@ -50,11 +50,31 @@ var routerConsumedKeys = func() []string {
 type retryPolicy struct {
 	on          map[string]bool
 	codes       []uint32
+	headers     []string // retriable_headers names, plus x-envoy-retriable-header-names
 	maxAttempts int
 }
 
+// headerRetry is Envoy's retriable-headers condition: a response header
+// named in retriable_headers is present.
+func (rp retryPolicy) headerRetry(resp *http.Response) bool {
+	if resp == nil || !rp.on["retriable-headers"] {
+		return false
+	}
+	for _, name := range rp.headers {
+		if _, ok := resp.Header[http.CanonicalHeaderKey(name)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 func newRetryPolicy(plan envoy.RoutePlan, h http.Header) retryPolicy {
-	rp := retryPolicy{on: map[string]bool{}, codes: plan.RetriableStatusCodes}
+	rp := retryPolicy{on: map[string]bool{}, codes: plan.RetriableStatusCodes, headers: plan.RetriableHeaders}
+	for n := range strings.SplitSeq(h.Get("X-Envoy-Retriable-Header-Names"), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			rp.headers = append(rp.headers, n)
+		}
+	}
 	for _, t := range plan.RetryOn {
 		rp.on[t] = true
 	}
@@ -184,8 +204,16 @@ func (q *request) route(plan envoy.RoutePlan) *upstreamResponse {
 		last = be
 		p.m.attempts.Add(1)
 		res := q.attempt(ctx, be, perTry, body)
+		if uf := p.cfg.clusters[plan.Cluster].upstreamExtProc; uf != nil && res.resp != nil {
+			// The cluster's upstream filter chain sees the answer before
+			// outlier detection and the retry check (envoy-facts §9).
+			q.upstreamStage(uf, be, attempt, res.resp)
+		}
 		q.observe(be, res)
 		reason, retry := rp.retryReason(res.kind, res.started, statusOf(res.resp))
+		if !retry && res.kind == failNone && rp.headerRetry(res.resp) {
+			reason, retry = "retriable-headers", true
+		}
 		if retry && attempt < rp.maxAttempts && ctx.Err() == nil {
 			if res.resp != nil {
 				// Envoy resets the upstream stream of a retried response.

@@ -83,6 +83,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		crashAfter  = fs.Int64("crash-after", 0, "serve N API requests, then drop the next connection, close the listener and exit 3 (0: off)")
 		refuse      = fs.Bool("refuse", false, "close the listener at once so connections are refused")
 		dropWrite   = fs.Bool("drop-after-write", false, "apply every API write, then close its connection without an answer")
+		noFallback  = fs.Bool("no-fallback-header", false, "rust flavour: do not mark failed extjs (web UI) answers with x-pve-fallback")
 		seed        = fs.Uint64("seed", 1, "seed for --error-rate decisions")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error (debug logs every request)")
 		unimpl      listFlag
@@ -114,15 +115,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		dir = tmp
 	}
 	srv, err := New(Options{
-		Flavor:        Flavor(*flavor),
-		StateDir:      dir,
-		Node:          *node,
-		Token:         *token,
-		Password:      *password,
-		Unimplemented: unimpl,
-		Faults:        Faults{ErrorRate: *errorRate, Latency: *latency, CrashAfter: *crashAfter, Refuse: *refuse, DropAfterWrite: *dropWrite},
-		Seed:          *seed,
-		Logger:        logger,
+		Flavor:           Flavor(*flavor),
+		StateDir:         dir,
+		Node:             *node,
+		Token:            *token,
+		Password:         *password,
+		Unimplemented:    unimpl,
+		NoFallbackHeader: *noFallback,
+		Faults:           Faults{ErrorRate: *errorRate, Latency: *latency, CrashAfter: *crashAfter, Refuse: *refuse, DropAfterWrite: *dropWrite},
+		Seed:             *seed,
+		Logger:           logger,
 	})
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,13 @@ type Options struct {
 	// on which the router falls back to perl. TEMPLATE may carry the
 	// /api2/json or /api2/extjs prefix.
 	Unimplemented []string
+	// NoFallbackHeader stops the rust flavour from marking its failed web
+	// UI answers (extjs format, status ≥ 500, sent as HTTP 200) with
+	// x-pve-fallback: STATUS, the header on which Envoy's route retries on
+	// perl. Without the header only the router's upstream ext_proc stage,
+	// which reads the body, can tell the failure. The perl flavour never
+	// sets it (pveproxy does not).
+	NoFallbackHeader bool
 	// Faults is the initial fault injection; see SetFaults.
 	Faults Faults
 	// Seed makes ErrorRate decisions reproducible.
@@ -114,9 +122,11 @@ type Server struct {
 	auth          *authenticator
 	routes        []*route
 	unimplemented map[string]bool // "METHOD TEMPLATE"
-	log           *slog.Logger
-	debug         *http.ServeMux
-	taskSeq       atomic.Uint32
+	// markFallback: set x-pve-fallback on failed extjs answers.
+	markFallback bool
+	log          *slog.Logger
+	debug        *http.ServeMux
+	taskSeq      atomic.Uint32
 
 	mu          sync.Mutex
 	faults      Faults
@@ -167,16 +177,17 @@ func New(opts Options) (*Server, error) {
 		errs = append(errs, err)
 	}
 	s := &Server{
-		flavor:    opts.Flavor,
-		node:      opts.Node,
-		store:     &store{dir: opts.StateDir},
-		auth:      auth,
-		log:       opts.Logger,
-		faults:    opts.Faults,
-		rng:       rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
-		applied:   map[string]int64{},
-		crashed:   make(chan struct{}),
-		lnChanged: make(chan struct{}),
+		flavor:       opts.Flavor,
+		markFallback: opts.Flavor == FlavorRust && !opts.NoFallbackHeader,
+		node:         opts.Node,
+		store:        &store{dir: opts.StateDir},
+		auth:         auth,
+		log:          opts.Logger,
+		faults:       opts.Faults,
+		rng:          rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
+		applied:      map[string]int64{},
+		crashed:      make(chan struct{}),
+		lnChanged:    make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -512,7 +523,18 @@ func dropConnection(w http.ResponseWriter) {
 // statusRecorder remembers the status for the request log.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	status       int
+	markFallback bool
+}
+
+// fallbackMarker is implemented by a writer that marks failed extjs answers
+// with x-pve-fallback (the rust flavour's statusRecorder).
+type fallbackMarker interface{ markFailure(status int) }
+
+func (w *statusRecorder) markFailure(status int) {
+	if w.markFallback {
+		w.Header().Set("X-Pve-Fallback", strconv.Itoa(status))
+	}
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
@@ -566,7 +588,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			t.Stop()
 		}
 	}
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, markFallback: s.markFallback}
 	dropAfter := f.DropAfterWrite && r.Method != http.MethodGet && r.Method != http.MethodHead
 	if dropAfter {
 		// The write runs to the end; its answer goes nowhere.
