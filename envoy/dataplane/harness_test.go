@@ -57,7 +57,7 @@ type envOptions struct {
 	// rustNoFallbackHeader: the rust backend does not mark failed extjs
 	// answers with x-pve-fallback.
 	rustNoFallbackHeader bool
-	settings      *envoy.ExtProcSettings
+	settings             *envoy.ExtProcSettings
 	// noExtProc starts the data plane with a decision service that is
 	// down (a dialled address nothing listens on).
 	noExtProc bool
