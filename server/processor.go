@@ -186,6 +186,9 @@ type stream struct {
 	provisional         routing.Decision
 	body                []byte
 	bodyTooBig          bool
+	// currentTypeErr: the lookup of a PUT's interface failed (its type
+	// then counts as unknown: advanced).
+	currentTypeErr error
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it
@@ -369,7 +372,7 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 // decideType decides the classified request with interface type t.
 func (s *stream) decideType(method, t string) routing.Decision {
 	c := s.class
-	if t == "eth" || t == "alias" {
+	if (t == "eth" || t == "alias") && s.currentTypeBasic(method) {
 		c.Category = routing.NodeNetworkBasicWrite
 	} else {
 		c.Category = routing.NodeNetworkAdvancedWrite
@@ -449,6 +452,9 @@ func (s *stream) decide(d routing.Decision, ifaceType string, src outcome.TypeSo
 	s.dec.Decision = d
 	s.dec.IfaceType = ifaceType
 	s.dec.TypeSource = src
+	if typeErr == nil {
+		typeErr = s.currentTypeErr
+	}
 	if typeErr != nil {
 		s.dec.TypeError = typeErr.Error()
 	}
