@@ -271,9 +271,17 @@ func TestMetricsDisabledRecordsNothing(t *testing.T) {
 	obs.Finished(obs.Decided(context.Background(), d), d, outcome.Result{ServedBy: "rust", Status: 200, Duration: time.Millisecond})
 	f.tel.RecordReload("ok")
 	fams := scrape(t, f.tel.MetricsHandler())
-	for _, n := range []string{MetricRequests, MetricUpstreamDuration, MetricDecisionDuration, MetricConfigReloads} {
+	for _, n := range []string{MetricRequests, MetricUpstreamDuration, MetricDecisionDuration} {
 		if fam, ok := fams[n]; ok && len(fam.GetMetric()) > 0 {
 			t.Errorf("%s recorded with metrics_enabled=false: %v", n, fam)
+		}
+	}
+	// The alert counters exist from the start, at zero; nothing is added.
+	for _, n := range []string{MetricConfigReloads, MetricFallbacks} {
+		for _, m := range fams[n].GetMetric() {
+			if v := m.GetCounter().GetValue(); v != 0 {
+				t.Errorf("%s%v = %v with metrics_enabled=false", n, labels(m), v)
+			}
 		}
 	}
 	if st := f.tel.Stats(); st.TotalRequests != 0 {
