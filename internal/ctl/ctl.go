@@ -42,6 +42,8 @@ type app struct {
 	getenv func(string) string
 	// style colours stdout; it is off unless stdout is a terminal.
 	style style
+	// target is an edit command's check of the file it writes.
+	target editTarget
 }
 
 // command is one subcommand. define registers the command's own flags and

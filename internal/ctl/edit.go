@@ -50,8 +50,10 @@ the file: the change has no effect there until it is unset.`,
 		maxArgs: 1,
 		define: func(fs *flag.FlagSet) runFunc {
 			dryRun := fs.Bool("dry-run", false, "show the change and the diff; write nothing")
-			force := fs.Bool("force", false, "allow advancing more than one phase at once")
+			force := fs.Bool("force", false, "allow advancing more than one phase at once, creating the file, or editing a file the router does not watch")
+			target := defineEditTarget(fs, force)
 			return func(a *app, cfg configFlag, args []string) int {
+				a.target = target()
 				return a.setPhase(cfg, args[0], *dryRun, *force)
 			}
 		},
@@ -80,7 +82,10 @@ PVE_NETWORK_MIGRATION_FALLBACK, when set, overrides the file.`,
 		maxArgs: 1,
 		define: func(fs *flag.FlagSet) runFunc {
 			dryRun := fs.Bool("dry-run", false, "show the change and the diff; write nothing")
+			force := fs.Bool("force", false, "create the file, or edit a file the router does not watch")
+			target := defineEditTarget(fs, force)
 			return func(a *app, cfg configFlag, args []string) int {
+				a.target = target()
 				return a.setFallback(cfg, args[0], *dryRun)
 			}
 		},
@@ -148,6 +153,9 @@ func (a *app) commit(f *configFile, edited []byte, dryRun bool, plan func()) int
 		_, _ = fmt.Fprint(a.stdout, "\n"+unifiedDiff(f.path, f.old, edited, f.exists))
 		fmt.Fprintf(a.stdout, "dry run: %s not changed\n", f.path)
 		return ExitOK
+	}
+	if code := a.checkTarget(f, a.target); code != ExitOK {
+		return code
 	}
 	if err := replaceFile(f.path, edited, unchangedSince(f)); err != nil {
 		return a.failf(writeHints(err), "%v", err)
