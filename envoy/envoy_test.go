@@ -184,7 +184,7 @@ func TestBrokenConfigsFail(t *testing.T) {
 			name: "regex that does not compile",
 			old:  `regex: "^(GET|HEAD)$"`,
 			new:  `regex: "^(GET|HEAD$"`, n: 1,
-			want: []string{"regex does not compile", "routes[1].match.headers[1].string_match.safe_regex.regex"},
+			want: []string{"regex does not compile", "routes[1].match.headers[2].string_match.safe_regex.regex"},
 		},
 		{
 			name: "composite cluster without CLUSTER_PROVIDED",

@@ -81,3 +81,24 @@ func TestExtjsFallbackConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestWebsocketsNeverMatchRust: a request with an upgrade header takes the
+// perl route whatever x-pve-backend says (issue 13, finding 6).
+func TestWebsocketsNeverMatchRust(t *testing.T) {
+	for _, c := range configs() {
+		t.Run(c.name, func(t *testing.T) {
+			rt, err := NewRouteTable(load(t, c.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, path := range []string{"/api2/json/nodes/pve1/network", "/api2/extjs/nodes/pve1/network", "/api2/json/nodes/pve1/qemu/100/vncwebsocket"} {
+				for _, m := range []string{"GET", "POST"} {
+					p, _ := rt.Match(m, path, map[string]string{"x-pve-backend": "rust", "upgrade": "websocket", "connection": "Upgrade"})
+					if p.Name != "perl_default" {
+						t.Errorf("%s %s upgrade: route %s, want perl_default", m, path, p.Name)
+					}
+				}
+			}
+		})
+	}
+}

@@ -280,6 +280,7 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	s.dec.Phase = s.policy.Phase
 
 	var method, path string
+	upgrade := false
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		// x-pve-backend from the client is deliberately not read: Envoy
 		// strips it, and even where it does not, it must never influence
@@ -291,6 +292,8 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 			path = string(headerBytes(hv))
 		case HeaderRequestID:
 			s.dec.RequestID = string(headerBytes(hv))
+		case "upgrade":
+			upgrade = true
 		case "content-type":
 			ct := string(headerBytes(hv))
 			if s.contentType != "" && s.contentType != ct {
@@ -316,6 +319,11 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	}
 
 	c := routing.Classify(method, s.dec.Path, "")
+	if upgrade {
+		// A websocket is a console or terminal proxy, never network API
+		// (envoy.yaml's rust routes do not match one either): perl.
+		c = routing.Classification{}
+	}
 	s.class = c
 	if !c.NeedsType {
 		return s.decide(routing.DecideClassified(s.policy, method, c), "", outcome.TypeNone, nil).headers

@@ -66,3 +66,23 @@ func TestPutConsidersCurrentType(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeIsPerl: a request with an upgrade header is decided for perl
+// as not-network, in every phase (issue 13, finding 6).
+func TestUpgradeIsPerl(t *testing.T) {
+	h := newHarness(t, snapshot(routing.RustFull), harnessOpts{lookup: namedLookup{}})
+	for _, path := range []string{"/api2/json/nodes/pve1/network", "/api2/extjs/cluster/sdn/zones"} {
+		res := h.do(t, extproctest.Request{Method: "GET", Path: path,
+			Headers:  map[string]string{"upgrade": "websocket", "connection": "Upgrade", "x-request-id": "ws-" + path},
+			Upstream: extproctest.Upstream{ServedBy: "perl", Attempts: 1}})
+		if res.Backend != "perl" {
+			t.Errorf("upgrade GET %s: backend %s, want perl", path, res.Backend)
+		}
+		if d := h.obs.byRequestID(t, "ws-"+path, 2)[0].dec; d.Decision.Category != routing.NotNetwork {
+			t.Errorf("upgrade GET %s: category %s, want not-network", path, d.Decision.Category)
+		}
+	}
+	if res := h.do(t, extproctest.Request{Method: "GET", Path: "/api2/json/nodes/pve1/network", Upstream: extproctest.Upstream{ServedBy: "rust", Attempts: 1}}); res.Backend != "rust" {
+		t.Errorf("plain GET: backend %s, want rust", res.Backend)
+	}
+}
