@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"strconv"
 	"strings"
 )
 
@@ -82,12 +81,14 @@ type framingConn struct {
 	state  framingState
 	line   []byte // the head, chunk-size or trailer line being collected
 	remain int64  // fsBody, fsChunkData
-	out    []byte // bytes ready for the reader
+	out    []byte // bytes for the reader: out[outOff:] are still to go
+	outOff int
 	buf    [16 << 10]byte
 }
 
 func (c *framingConn) Read(p []byte) (int, error) {
-	for len(c.out) == 0 {
+	for c.outOff == len(c.out) {
+		c.out, c.outOff = c.out[:0], 0 // keep the buffer
 		n, err := c.Conn.Read(c.buf[:])
 		c.feed(c.buf[:n])
 		if err != nil {
@@ -104,11 +105,8 @@ func (c *framingConn) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	n := copy(p, c.out)
-	c.out = c.out[n:]
-	if len(c.out) == 0 {
-		c.out = nil
-	}
+	n := copy(p, c.out[c.outOff:])
+	c.outOff += n
 	return n, nil
 }
 
@@ -132,6 +130,14 @@ func (c *framingConn) feed(b []byte) {
 				}
 			}
 		case fsHead:
+			if len(c.line) == 0 {
+				// The common case: the whole head is in b; no copy.
+				if end := headEnd(b); end >= 0 {
+					c.out = append(c.out, c.head(b[:end])...)
+					b = b[end:]
+					continue
+				}
+			}
 			c.line = append(c.line, b...)
 			b = nil
 			end := headEnd(c.line)
@@ -155,22 +161,26 @@ func (c *framingConn) feed(b []byte) {
 				}
 				continue
 			}
-			c.line = append(c.line, b[:i+1]...)
+			line := b[:i+1]
+			if len(c.line) > 0 {
+				line = append(c.line, line...)
+				c.line = nil
+			}
 			b = b[i+1:]
-			line := c.line
-			c.line = nil
 			c.out = append(c.out, line...)
-			text := strings.TrimRight(string(line), "\r\n")
+			text := bytes.TrimRight(line, "\r\n")
 			if c.state == fsTrailer {
-				if text == "" {
+				if len(text) == 0 {
 					c.state = fsHead
 				}
 				continue
 			}
-			size, _, _ := strings.Cut(text, ";")
-			n, err := strconv.ParseInt(strings.TrimSpace(size), 16, 64)
+			if k := bytes.IndexByte(text, ';'); k >= 0 {
+				text = text[:k]
+			}
+			n, ok := parseHex(bytes.TrimSpace(text))
 			switch {
-			case err != nil || n < 0:
+			case !ok:
 				c.state = fsPassThrough
 			case n == 0:
 				c.state = fsTrailer
@@ -179,6 +189,27 @@ func (c *framingConn) feed(b []byte) {
 			}
 		}
 	}
+}
+
+// parseHex parses a chunk size.
+func parseHex(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, d := range b {
+		switch {
+		case d >= '0' && d <= '9':
+			n = n<<4 | int64(d-'0')
+		case d >= 'a' && d <= 'f':
+			n = n<<4 | int64(d-'a'+10)
+		case d >= 'A' && d <= 'F':
+			n = n<<4 | int64(d-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return n, true
 }
 
 func (c *framingConn) passThrough() {
@@ -195,69 +226,114 @@ func headEnd(b []byte) int {
 	for start < len(b) && (b[start] == '\r' || b[start] == '\n') {
 		start++
 	}
-	if i := bytes.Index(b[start:], []byte("\r\n\r\n")); i >= 0 {
-		if j := bytes.Index(b[start:], []byte("\n\n")); j >= 0 && j < i {
-			return start + j + 2
+	// The head ends at the first empty line: a '\n' followed by '\n' or
+	// "\r\n". Only the head itself is scanned.
+	for k := start; k < len(b); {
+		i := bytes.IndexByte(b[k:], '\n')
+		if i < 0 {
+			return -1
 		}
-		return start + i + 4
-	}
-	if j := bytes.Index(b[start:], []byte("\n\n")); j >= 0 {
-		return start + j + 2
+		k += i + 1
+		switch {
+		case k < len(b) && b[k] == '\n':
+			return k + 1
+		case k+1 < len(b) && b[k] == '\r' && b[k+1] == '\n':
+			return k + 2
+		case k >= len(b) || (k+1 >= len(b) && b[k] == '\r'):
+			return -1 // the blank line may still be coming
+		}
 	}
 	return -1
 }
 
 // head decides what follows a complete request head and returns the head
 // to hand on: as it came, or with Content-Length made invalid when
-// Transfer-Encoding is there too.
+// Transfer-Encoding is there too. It does not allocate on the common path.
 func (c *framingConn) head(head []byte) []byte {
-	lines := strings.Split(strings.TrimLeft(string(head), "\r\n"), "\n")
-	reqLine := strings.TrimRight(lines[0], "\r")
-	if !strings.HasSuffix(reqLine, " HTTP/1.1") {
+	rest := bytes.TrimLeft(head, "\r\n")
+	i := bytes.IndexByte(rest, '\n')
+	if i < 0 || !bytes.HasSuffix(bytes.TrimRight(rest[:i], "\r"), []byte(" HTTP/1.1")) {
 		c.state = fsPassThrough // HTTP/1.0 ignores Transfer-Encoding; anything else is refused
 		return head
 	}
-	var cl []int
-	var te []string
-	upgrade := false
-	for i, l := range lines[1:] {
-		name, value, ok := strings.Cut(strings.TrimRight(l, "\r"), ":")
-		if !ok {
+	rest = rest[i+1:]
+	var nCL, nTE int
+	var clValue []byte
+	chunked, upgrade := false, false
+	for len(rest) > 0 {
+		j := bytes.IndexByte(rest, '\n')
+		if j < 0 {
+			break
+		}
+		line := bytes.TrimRight(rest[:j], "\r")
+		rest = rest[j+1:]
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
 			continue
 		}
-		switch strings.ToLower(name) {
-		case "content-length":
-			cl = append(cl, i+1)
-		case "transfer-encoding":
-			te = append(te, strings.TrimSpace(value))
-		case "upgrade":
+		name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
+		switch {
+		case bytes.EqualFold(name, []byte("content-length")):
+			nCL++
+			clValue = value
+		case bytes.EqualFold(name, []byte("transfer-encoding")):
+			nTE++
+			chunked = bytes.EqualFold(value, []byte("chunked"))
+		case bytes.EqualFold(name, []byte("upgrade")):
 			upgrade = true
 		}
 	}
 	switch {
-	case len(cl) > 0 && len(te) > 0:
-		for _, i := range cl {
-			lines[i] = "Content-Length: refused-with-transfer-encoding\r"
-		}
+	case nCL > 0 && nTE > 0:
 		c.state = fsPassThrough // net/http answers 400 and closes
-		return []byte(strings.Join(lines, "\n"))
+		return refuseLength(head)
 	case upgrade:
 		c.state = fsPassThrough // after a 101 the bytes are not HTTP
-	case len(te) == 1 && strings.EqualFold(te[0], "chunked"):
+	case nTE == 1 && chunked:
 		c.state = fsChunkSize
-	case len(te) > 0:
+	case nTE > 0:
 		c.state = fsPassThrough // net/http refuses it
-	case len(cl) > 0:
-		n, err := strconv.ParseInt(strings.TrimSpace(strings.SplitN(strings.TrimRight(lines[cl[0]], "\r"), ":", 2)[1]), 10, 64)
-		if err != nil || n < 0 || len(cl) > 1 {
+	case nCL == 1:
+		n, ok := parseLength(clValue)
+		switch {
+		case !ok:
 			c.state = fsPassThrough
-		} else if n > 0 {
+		case n > 0:
 			c.state, c.remain = fsBody, n
-		} else {
+		default:
 			c.state = fsHead
 		}
+	case nCL > 1:
+		c.state = fsPassThrough // net/http decides (equal values pass)
 	default:
 		c.state = fsHead
 	}
 	return head
+}
+
+// refuseLength returns head with every Content-Length value replaced by
+// one net/http refuses.
+func refuseLength(head []byte) []byte {
+	lines := strings.Split(string(head), "\n")
+	for i, l := range lines {
+		if name, _, ok := strings.Cut(l, ":"); ok && strings.EqualFold(name, "content-length") {
+			lines[i] = "Content-Length: refused-with-transfer-encoding\r"
+		}
+	}
+	return []byte(strings.Join(lines, "\n"))
+}
+
+// parseLength parses a Content-Length value: decimal digits only.
+func parseLength(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, d := range b {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(d-'0')
+	}
+	return n, true
 }
