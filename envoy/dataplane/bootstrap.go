@@ -38,13 +38,14 @@ type envoyConfig struct {
 	websocket         bool // upgrade_configs has websocket
 	attemptCountResp  bool // virtual host include_attempt_count_in_response
 	respHeadersToAdd  []headerToAdd
+	reqHeadersTimeout time.Duration
+	streamIdleTimeout time.Duration
+	bufferLimit       int64 // listener per_connection_buffer_limit_bytes
+	maxHeadersCount   int   // common_http_protocol_options.max_headers_count
+
 	// respHeadersToRemove: the virtual host's response_headers_to_remove
 	// (x-pve-fallback), lower case.
 	respHeadersToRemove []string
-	reqHeadersTimeout   time.Duration
-	streamIdleTimeout   time.Duration
-	bufferLimit         int64 // listener per_connection_buffer_limit_bytes
-	maxHeadersCount     int   // common_http_protocol_options.max_headers_count
 
 	// ext_proc filter.
 	checker           *mutationChecker
@@ -76,11 +77,12 @@ type headerToAdd struct {
 type clusterConfig struct {
 	backend        string // endpoint metadata pve.backend, else the cluster name
 	connectTimeout time.Duration
+	health         *healthCheckConfig
+	outlier        *outlierConfig
+
 	// upstreamExtProc is the ext_proc filter of the cluster's upstream
 	// filter chain (rust_then_perl_extjs), nil if none.
 	upstreamExtProc *upstreamExtProc
-	health          *healthCheckConfig
-	outlier         *outlierConfig
 }
 
 type healthCheckConfig struct {
