@@ -54,10 +54,7 @@ type envOptions struct {
 	unimplemented []string
 	token         string
 	rustFaults    pvedemo.Faults
-	// rustNoFallbackHeader: the rust backend does not mark failed extjs
-	// answers with x-pve-fallback.
-	rustNoFallbackHeader bool
-	settings             *envoy.ExtProcSettings
+	settings      *envoy.ExtProcSettings
 	// noExtProc starts the data plane with a decision service that is
 	// down (a dialled address nothing listens on).
 	noExtProc bool
@@ -67,6 +64,10 @@ type envOptions struct {
 	// backends' request logs and fault counters).
 	healthChecks bool
 	proxyOpts    func(*Options)
+
+	// rustNoFallbackHeader: the rust backend does not mark failed extjs
+	// answers with x-pve-fallback.
+	rustNoFallbackHeader bool
 }
 
 func quietLogger() *slog.Logger {

@@ -52,16 +52,7 @@ type backend struct {
 	base      *url.URL
 	transport *http.Transport
 	rt        http.RoundTripper // transport, possibly wrapped by Options.WrapTransport
-	// writeTransport carries every request that may change state (any
-	// method but GET, HEAD, OPTIONS, TRACE) on a connection of its own,
-	// never a pooled one. net/http replays a request on a new connection
-	// only when a reused one failed (persistConn.shouldRetryRequest), and
-	// a client's Idempotency-Key makes it count even a DELETE as
-	// replayable; on a fresh connection the transport never retries, so
-	// only the router's retry policy can ever send a write twice.
-	writeTransport *http.Transport
-	writeRT        http.RoundTripper // writeTransport, possibly wrapped
-	cfg            clusterConfig
+	cfg       clusterConfig
 	// hostMetadata is the xds.upstream_host_metadata attribute, fixed per
 	// backend, so it is formatted once rather than on every response.
 	hostMetadata string
@@ -80,6 +71,16 @@ type backend struct {
 	lastSuccess   time.Time
 	lastFailure   time.Time
 	lastError     string
+
+	// writeTransport carries every request that may change state (any
+	// method but GET, HEAD, OPTIONS, TRACE) on a connection of its own,
+	// never a pooled one. net/http replays a request on a new connection
+	// only when a reused one failed (persistConn.shouldRetryRequest), and
+	// a client's Idempotency-Key makes it count even a DELETE as
+	// replayable; on a fresh connection the transport never retries, so
+	// only the router's retry policy can ever send a write twice.
+	writeTransport *http.Transport
+	writeRT        http.RoundTripper // writeTransport, possibly wrapped
 }
 
 func newBackend(name, cluster string, u Upstream, cfg clusterConfig) (*backend, error) {

@@ -114,18 +114,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	srv, err := New(Options{
-		Flavor:           Flavor(*flavor),
-		StateDir:         dir,
-		Node:             *node,
-		Token:            *token,
-		Password:         *password,
-		Unimplemented:    unimpl,
-		NoFallbackHeader: *noFallback,
-		Faults:           Faults{ErrorRate: *errorRate, Latency: *latency, CrashAfter: *crashAfter, Refuse: *refuse, DropAfterWrite: *dropWrite},
-		Seed:             *seed,
-		Logger:           logger,
-	})
+	opts := Options{
+		Flavor:        Flavor(*flavor),
+		StateDir:      dir,
+		Node:          *node,
+		Token:         *token,
+		Password:      *password,
+		Unimplemented: unimpl,
+		Faults:        Faults{ErrorRate: *errorRate, Latency: *latency, CrashAfter: *crashAfter, Refuse: *refuse, DropAfterWrite: *dropWrite},
+		Seed:          *seed,
+		Logger:        logger,
+	}
+	opts.NoFallbackHeader = *noFallback
+	srv, err := New(opts)
 	if err != nil {
 		return err
 	}

@@ -122,11 +122,12 @@ type Server struct {
 	auth          *authenticator
 	routes        []*route
 	unimplemented map[string]bool // "METHOD TEMPLATE"
+	log           *slog.Logger
+	debug         *http.ServeMux
+	taskSeq       atomic.Uint32
+
 	// markFallback: set x-pve-fallback on failed extjs answers.
 	markFallback bool
-	log          *slog.Logger
-	debug        *http.ServeMux
-	taskSeq      atomic.Uint32
 
 	mu          sync.Mutex
 	faults      Faults
@@ -177,18 +178,19 @@ func New(opts Options) (*Server, error) {
 		errs = append(errs, err)
 	}
 	s := &Server{
-		flavor:       opts.Flavor,
-		markFallback: opts.Flavor == FlavorRust && !opts.NoFallbackHeader,
-		node:         opts.Node,
-		store:        &store{dir: opts.StateDir},
-		auth:         auth,
-		log:          opts.Logger,
-		faults:       opts.Faults,
-		rng:          rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
-		applied:      map[string]int64{},
-		crashed:      make(chan struct{}),
-		lnChanged:    make(chan struct{}),
+		flavor:    opts.Flavor,
+		node:      opts.Node,
+		store:     &store{dir: opts.StateDir},
+		auth:      auth,
+		log:       opts.Logger,
+		faults:    opts.Faults,
+		rng:       rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
+		applied:   map[string]int64{},
+		crashed:   make(chan struct{}),
+		lnChanged: make(chan struct{}),
 	}
+	s.markFallback = opts.Flavor == FlavorRust && !opts.NoFallbackHeader
+
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -523,7 +525,8 @@ func dropConnection(w http.ResponseWriter) {
 // statusRecorder remembers the status for the request log.
 type statusRecorder struct {
 	http.ResponseWriter
-	status       int
+	status int
+
 	markFallback bool
 }
 
