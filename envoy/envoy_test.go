@@ -199,6 +199,18 @@ func TestBrokenConfigsFail(t *testing.T) {
 			want: []string{"http_filters", "envoy.filters.http.upstream_codec", "last"},
 		},
 		{
+			name: "misspelled field in the upstream ext_proc stage",
+			old:  "            allow_mode_override: true\n            allowed_override_modes:\n            - response_header_mode: SEND\n",
+			new:  "            allow_mode_overide: true\n            allowed_override_modes:\n            - response_header_mode: SEND\n", n: 1,
+			want: []string{`unknown field "allow_mode_overide"`, "typed_extension_protocol_options", "http_filters[0].typed_config"},
+		},
+		{
+			name: "bad enum in the upstream ext_proc stage",
+			old:  "              request_header_mode: SKIP\n",
+			new:  "              request_header_mode: SKIPP\n", n: 1,
+			want: []string{"SKIPP"},
+		},
+		{
 			name: "duplicate cluster name",
 			old:  "  - name: jaeger_otlp\n",
 			new:  "  - name: perl\n", n: 1,
