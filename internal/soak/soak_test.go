@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,10 @@ var faultCycle = []struct {
 	{"latency=1.5s (over the 1s rust timeout)", pvedemo.Faults{Latency: 1500 * time.Millisecond}},
 	{"crash_after=3", pvedemo.Faults{CrashAfter: 3}},
 	{"latency=200ms", pvedemo.Faults{Latency: 200 * time.Millisecond}},
+	// Applies each write, then drops its connection: with the clients'
+	// Idempotency-Key, a transport that replays writes would apply them
+	// twice (checkWrites).
+	{"drop_after_write", pvedemo.Faults{DropAfterWrite: true}},
 	{"refuse", pvedemo.Faults{Refuse: true}},
 }
 
@@ -734,6 +739,11 @@ func (c *client) do(ctx context.Context, method, path string, form url.Values) o
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
+	if method != http.MethodGet {
+		// What many API clients send: it makes net/http count a write as
+		// safe to replay, which no proxy may do.
+		req.Header.Set("Idempotency-Key", strconv.FormatUint(idempotencyKeys.Add(1), 10))
+	}
 	if c.ticket {
 		req.AddCookie(&http.Cookie{Name: "PVEAuthCookie", Value: url.QueryEscape(c.cookie)})
 		if method != http.MethodGet {
@@ -750,6 +760,9 @@ func (c *client) do(ctx context.Context, method, path string, form url.Values) o
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return outcome{status: resp.StatusCode, servedBy: resp.Header.Get("X-Pve-Served-By"), body: b, err: err}
 }
+
+// idempotencyKeys numbers the clients' Idempotency-Key headers.
+var idempotencyKeys atomic.Uint64
 
 // op is one step of client traffic.
 type op struct {
