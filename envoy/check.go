@@ -14,8 +14,12 @@ import (
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	compositev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/composite/v3"
 	ext_procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	upstreamcodecv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // retryOnTokens are the retry_on conditions Envoy's router accepts for HTTP
@@ -99,6 +103,15 @@ func (c *checker) visit(path string, m protoreflect.Message) error {
 		for i, name := range v.GetClusters() {
 			c.refs = append(c.refs, clusterRef{fmt.Sprintf("%s.clusters[%d]", path, i), "aggregate cluster", name})
 		}
+	case *upstreamhttpv3.HttpProtocolOptions:
+		// An upstream filter chain ends in the codec filter, which sends
+		// the request; Envoy refuses a chain without it last.
+		if fs := v.GetHttpFilters(); len(fs) > 0 {
+			last := fs[len(fs)-1]
+			if _, ok := unpackAnyQuiet[*upstreamcodecv3.UpstreamCodec](last.GetTypedConfig()); !ok {
+				c.fail(fmt.Sprintf("%s.http_filters[%d]", path, len(fs)-1), "the last upstream HTTP filter must be envoy.filters.http.upstream_codec, not %q", last.GetName())
+			}
+		}
 	case *matcherv3.RegexMatcher:
 		if _, err := regexp.Compile(v.GetRegex()); err != nil {
 			c.fail(path+".regex", "regex does not compile: %v", err)
@@ -129,4 +142,18 @@ func (c *checker) finish() error {
 		}
 	}
 	return errors.Join(c.errs...)
+}
+
+// unpackAnyQuiet unpacks a into T, reporting only whether it worked.
+func unpackAnyQuiet[T proto.Message](a *anypb.Any) (T, bool) {
+	var zero T
+	if a == nil {
+		return zero, false
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return zero, false
+	}
+	t, ok := m.(T)
+	return t, ok
 }

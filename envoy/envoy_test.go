@@ -111,37 +111,37 @@ func TestBrokenConfigsFail(t *testing.T) {
 		{
 			name: "unknown @type",
 			old:  "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-			new:  "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcesor", n: 1,
+			new:  "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcesor", n: 2,
 			want: []string{"unable to resolve", "ExternalProcesor", "http_filters[0]"},
 		},
 		{
 			name: "@type of another message",
 			old:  "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-			new:  "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", n: 1,
+			new:  "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", n: 2,
 			want: []string{"unknown field", "http_filters[0].typed_config"},
 		},
 		{
 			name: "route to a missing cluster",
 			old:  "                  cluster: perl\n",
 			new:  "                  cluster: perl_missing\n", n: 1,
-			want: []string{`route "perl_default"`, `"perl_missing"`, "not defined", "routes[2].route.cluster"},
+			want: []string{`route "perl_default"`, `"perl_missing"`, "not defined", "routes[3].route.cluster"},
 		},
 		{
 			name: "composite names a missing cluster",
 			old:  "        - name: rust\n        - name: perl\n",
-			new:  "        - name: rustt\n        - name: perl\n", n: 1,
+			new:  "        - name: rustt\n        - name: perl\n", n: 2,
 			want: []string{"composite cluster", `"rustt"`, "not defined", "clusters[2].cluster_type.typed_config.clusters[0].name"},
 		},
 		{
 			name: "ext_proc names a missing cluster",
 			old:  "envoy_grpc: { cluster_name: migration_router }",
-			new:  "envoy_grpc: { cluster_name: migration_routr }", n: 1,
+			new:  "envoy_grpc: { cluster_name: migration_routr }", n: 2,
 			want: []string{"gRPC service", `"migration_routr"`, "not defined", "grpc_service.envoy_grpc.cluster_name"},
 		},
 		{
 			name: "misspelled field inside an Any",
 			old:  "failure_mode_allow: true",
-			new:  "failure_mode_alow: true", n: 1,
+			new:  "failure_mode_alow: true", n: 2,
 			want: []string{`unknown field "failure_mode_alow"`, "http_filters[0].typed_config"},
 		},
 		{
@@ -153,7 +153,7 @@ func TestBrokenConfigsFail(t *testing.T) {
 		{
 			name: "update_frequency 0 inside an Any",
 			old:  "                    num_retries: 1\n",
-			new:  previousPrioritiesZero, n: 2,
+			new:  previousPrioritiesZero, n: 3,
 			want: []string{"PreviousPrioritiesConfig", "UpdateFrequency", "greater than 0", "retry_policy.retry_priority.typed_config"},
 		},
 		{
@@ -177,20 +177,38 @@ func TestBrokenConfigsFail(t *testing.T) {
 		{
 			name: "unknown retry_on token",
 			old:  `retry_on: "5xx,reset,connect-failure`,
-			new:  `retry_on: "5xx,resett,connect-failure`, n: 1,
+			new:  `retry_on: "5xx,resett,connect-failure`, n: 2,
 			want: []string{`unknown retry_on condition "resett"`, "routes[0].route.retry_policy.retry_on"},
 		},
 		{
 			name: "regex that does not compile",
 			old:  `regex: "^(GET|HEAD)$"`,
 			new:  `regex: "^(GET|HEAD$"`, n: 1,
-			want: []string{"regex does not compile", "routes[0].match.headers[1].string_match.safe_regex.regex"},
+			want: []string{"regex does not compile", "routes[1].match.headers[2].string_match.safe_regex.regex"},
 		},
 		{
 			name: "composite cluster without CLUSTER_PROVIDED",
 			old:  "    lb_policy: CLUSTER_PROVIDED\n",
-			new:  "", n: 1,
+			new:  "", n: 2,
 			want: []string{`cluster "rust_then_perl"`, "CLUSTER_PROVIDED", "ROUND_ROBIN"},
+		},
+		{
+			name: "upstream filter chain without upstream_codec last",
+			old:  "        - name: envoy.filters.http.upstream_codec\n          typed_config:\n            \"@type\": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec\n",
+			new:  "", n: 1,
+			want: []string{"http_filters", "envoy.filters.http.upstream_codec", "last"},
+		},
+		{
+			name: "misspelled field in the upstream ext_proc stage",
+			old:  "            allow_mode_override: true\n            allowed_override_modes:\n            - response_header_mode: SEND\n",
+			new:  "            allow_mode_overide: true\n            allowed_override_modes:\n            - response_header_mode: SEND\n", n: 1,
+			want: []string{`unknown field "allow_mode_overide"`, "typed_extension_protocol_options", "http_filters[0].typed_config"},
+		},
+		{
+			name: "bad enum in the upstream ext_proc stage",
+			old:  "              request_header_mode: SKIP\n",
+			new:  "              request_header_mode: SKIPP\n", n: 1,
+			want: []string{"SKIPP"},
 		},
 		{
 			name: "duplicate cluster name",

@@ -43,6 +43,11 @@ type RoutePlan struct {
 	// RetriableStatusCodes are the upstream status codes retried under
 	// "retriable-status-codes" (501: rust does not implement the endpoint).
 	RetriableStatusCodes []uint32
+	// RetriableHeaders are the response header names retried under
+	// "retriable-headers" when present (x-pve-fallback: a rust daemon marks
+	// a failed web UI answer). Only name-only (presence) matchers are
+	// supported; NewRouteTable refuses others.
+	RetriableHeaders []string
 	// NumRetries is how many retries Envoy may make (Envoy's default 1 when
 	// a retry policy omits it; 0 without a retry policy). The router may
 	// lower it per request with x-envoy-max-retries.
@@ -219,6 +224,13 @@ func compileRoute(path string, r *routev3.Route, vhRetry *routev3.RetryPolicy, c
 			}
 		}
 		plan.RetriableStatusCodes = append([]uint32(nil), rp.GetRetriableStatusCodes()...)
+		for hi, h := range rp.GetRetriableHeaders() {
+			hp := fmt.Sprintf("%s.route.retry_policy.retriable_headers[%d]", path, hi)
+			if err := allowedFields(hp, h, "name"); err != nil {
+				return cr, err
+			}
+			plan.RetriableHeaders = append(plan.RetriableHeaders, strings.ToLower(h.GetName()))
+		}
 		plan.NumRetries = defaultNumRetries
 		if rp.GetNumRetries() != nil {
 			plan.NumRetries = rp.GetNumRetries().GetValue()
@@ -287,6 +299,7 @@ func (t *RouteTable) Match(method, path string, headers map[string]string) (Rout
 			p := r.plan
 			p.RetryOn = append([]string(nil), p.RetryOn...)
 			p.RetriableStatusCodes = append([]uint32(nil), p.RetriableStatusCodes...)
+			p.RetriableHeaders = append([]string(nil), p.RetriableHeaders...)
 			p.Upstreams = append([]string(nil), p.Upstreams...)
 			return p, true
 		}

@@ -10,11 +10,13 @@ import (
 func TestRouteTableRepresentativeRequests(t *testing.T) {
 	readPlan := RoutePlan{
 		Name: "rust_read", Cluster: "rust_then_perl",
-		RetryOn:              []string{"5xx", "reset", "connect-failure", "refused-stream", "retriable-status-codes"},
-		RetriableStatusCodes: []uint32{501}, NumRetries: 1,
+		RetryOn:              []string{"5xx", "reset", "connect-failure", "refused-stream", "retriable-status-codes", "retriable-headers"},
+		RetriableStatusCodes: []uint32{501}, RetriableHeaders: []string{"x-pve-fallback"}, NumRetries: 1,
 		PerTryTimeout: 30 * time.Second, Timeout: 65 * time.Second,
 		Upstreams: []string{"rust", "perl"},
 	}
+	extjsPlan := readPlan
+	extjsPlan.Name, extjsPlan.Cluster = "rust_read_extjs", "rust_then_perl_extjs"
 	writePlan := RoutePlan{
 		Name: "rust_write", Cluster: "rust_then_perl",
 		RetryOn:              []string{"connect-failure", "refused-stream", "reset-before-request", "retriable-status-codes"},
@@ -30,24 +32,36 @@ func TestRouteTableRepresentativeRequests(t *testing.T) {
 		key     string // header name as sent
 		method  string
 		want    RoutePlan
+		path    string // "" = path
 	}
 	var rows []row
+	// Web UI reads get the upstream stage that reads extjs answers; web UI
+	// writes and HEAD do not.
+	const extjs = "/api2/extjs/nodes/pve1/network/eth0"
+	rows = append(rows,
+		row{"rust", "x-pve-backend", "GET", extjsPlan, extjs},
+		row{"rust", "x-pve-backend", "HEAD", readPlan, extjs},
+		row{"rust", "x-pve-backend", "PUT", writePlan, extjs},
+		row{"rust", "x-pve-backend", "DELETE", writePlan, extjs},
+		row{"perl", "x-pve-backend", "GET", perlPlan, extjs},
+		row{"", "x-pve-backend", "GET", perlPlan, extjs},
+	)
 	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE"} {
 		for _, v := range []string{"", "perl", "RUST", "Rust", " rust", "rust,perl", "rustx"} {
-			rows = append(rows, row{v, "x-pve-backend", m, perlPlan})
+			rows = append(rows, row{v, "x-pve-backend", m, perlPlan, ""})
 		}
 	}
 	for _, key := range []string{"x-pve-backend", "X-PVE-Backend"} {
 		rows = append(rows,
-			row{"rust", key, "GET", readPlan},
-			row{"rust", key, "HEAD", readPlan},
-			row{"rust", key, "POST", writePlan},
-			row{"rust", key, "PUT", writePlan},
-			row{"rust", key, "DELETE", writePlan},
+			row{"rust", key, "GET", readPlan, ""},
+			row{"rust", key, "HEAD", readPlan, ""},
+			row{"rust", key, "POST", writePlan, ""},
+			row{"rust", key, "PUT", writePlan, ""},
+			row{"rust", key, "DELETE", writePlan, ""},
 			// PVE answers 501 to anything else; it never goes to rust.
-			row{"rust", key, "OPTIONS", perlPlan},
-			row{"rust", key, "PATCH", perlPlan},
-			row{"rust", key, "get", perlPlan},
+			row{"rust", key, "OPTIONS", perlPlan, ""},
+			row{"rust", key, "PATCH", perlPlan, ""},
+			row{"rust", key, "get", perlPlan, ""},
 		)
 	}
 	for _, c := range configs() {
@@ -61,12 +75,17 @@ func TestRouteTableRepresentativeRequests(t *testing.T) {
 				if r.backend == "" {
 					name = r.method + " no header"
 				}
+				p := path
+				if r.path != "" {
+					p = r.path
+					name += " " + p
+				}
 				t.Run(name, func(t *testing.T) {
 					h := map[string]string{"host": "pve1:8006", "user-agent": "test"}
 					if r.backend != "" {
 						h[r.key] = r.backend
 					}
-					got, ok := rt.Match(r.method, path, h)
+					got, ok := rt.Match(r.method, p, h)
 					if !ok {
 						t.Fatal("no route matched")
 					}
@@ -88,7 +107,7 @@ func TestRouteTableRepresentativeRequests(t *testing.T) {
 
 func planEqual(a, b RoutePlan) bool {
 	return a.Name == b.Name && a.Cluster == b.Cluster && slices.Equal(a.RetryOn, b.RetryOn) &&
-		slices.Equal(a.RetriableStatusCodes, b.RetriableStatusCodes) && a.NumRetries == b.NumRetries &&
+		slices.Equal(a.RetriableStatusCodes, b.RetriableStatusCodes) && slices.Equal(a.RetriableHeaders, b.RetriableHeaders) && a.NumRetries == b.NumRetries &&
 		a.PerTryTimeout == b.PerTryTimeout && a.Timeout == b.Timeout && slices.Equal(a.Upstreams, b.Upstreams)
 }
 

@@ -118,6 +118,9 @@ var (
 // with io.EOF or a cancellation is a normal end: Envoy closes streams as
 // soon as it needs nothing more, and resets them when the client goes away.
 func (p *Processor) Process(srv grpc.BidiStreamingServer[extprocv3.ProcessingRequest, extprocv3.ProcessingResponse]) error {
+	if md, ok := metadata.FromIncomingContext(srv.Context()); ok && isUpstreamExtjsStage(md) {
+		return statusError(p.processUpstreamExtjs(srv))
+	}
 	s := stream{p: p, srv: srv, ctx: srv.Context()}
 	err := s.run()
 	s.finish(err)
@@ -202,6 +205,9 @@ type stream struct {
 	authz        []byte
 	cookies      [2][]byte
 	nCookies     int
+	// currentTypeErr: the lookup of a PUT's interface failed (its type
+	// then counts as unknown: advanced).
+	currentTypeErr error
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it
@@ -299,6 +305,7 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	defer s.dropCredentials()
 
 	var method, path string
+	upgrade := false
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		// x-pve-backend from the client is deliberately not read: Envoy
 		// strips it, and even where it does not, it must never influence
@@ -314,6 +321,8 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 			if canary {
 				s.noteCredential(hv.GetKey(), headerBytes(hv))
 			}
+		case "upgrade":
+			upgrade = true
 		case "content-type":
 			ct := string(headerBytes(hv))
 			if s.contentType != "" && s.contentType != ct {
@@ -339,6 +348,11 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	}
 
 	c := routing.Classify(method, s.dec.Path, "")
+	if upgrade {
+		// A websocket is a console or terminal proxy, never network API
+		// (envoy.yaml's rust routes do not match one either): perl.
+		c = routing.Classification{}
+	}
 	s.class = c
 	if !c.NeedsType {
 		d := routing.DecideClassified(s.policy, method, "", c)
@@ -403,7 +417,7 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 // decideType decides the classified request with interface type t.
 func (s *stream) decideType(method, t string) routing.Decision {
 	c := s.class
-	if t == "eth" || t == "alias" {
+	if (t == "eth" || t == "alias") && s.currentTypeBasic(method) {
 		c.Category = routing.NodeNetworkBasicWrite
 	} else {
 		c.Category = routing.NodeNetworkAdvancedWrite
@@ -483,6 +497,9 @@ func (s *stream) decide(d routing.Decision, ifaceType string, src outcome.TypeSo
 	s.dec.Decision = d
 	s.dec.IfaceType = ifaceType
 	s.dec.TypeSource = src
+	if typeErr == nil {
+		typeErr = s.currentTypeErr
+	}
 	if typeErr != nil {
 		s.dec.TypeError = typeErr.Error()
 	}

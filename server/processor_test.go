@@ -59,7 +59,7 @@ var contract = map[routing.Category]string{
 // category through real gRPC and the Envoy model, and checks the headers
 // Envoy would route on against routing.Decide.
 func TestPhaseMatrixOverWire(t *testing.T) {
-	h := newHarness(t, snapshot(routing.PerlOnly), harnessOpts{})
+	h := newHarness(t, snapshot(routing.PerlOnly), harnessOpts{lookup: namedLookup{}})
 	overrideTimeout := 7 * time.Second
 	for _, phase := range routing.Phases() {
 		for _, sdn := range []bool{false, true} {
@@ -200,7 +200,7 @@ func TestBodyModeOverride(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			snap := snapshot(c.phase, func(s *config.Snapshot) { s.Policy.Features.EnableAdvancedNetworking = !c.noAdvanced })
-			h := newHarness(t, snap, harnessOpts{client: c.opts})
+			h := newHarness(t, snap, harnessOpts{client: c.opts, lookup: namedLookup{}})
 			id := "req-" + strings.ReplaceAll(c.name, " ", "-")
 			hdr := map[string]string{"x-request-id": id}
 			if c.ctype != "" {

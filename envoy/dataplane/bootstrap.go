@@ -43,6 +43,10 @@ type envoyConfig struct {
 	bufferLimit       int64 // listener per_connection_buffer_limit_bytes
 	maxHeadersCount   int   // common_http_protocol_options.max_headers_count
 
+	// respHeadersToRemove: the virtual host's response_headers_to_remove
+	// (x-pve-fallback), lower case.
+	respHeadersToRemove []string
+
 	// ext_proc filter.
 	checker           *mutationChecker
 	statusOnError     int
@@ -75,6 +79,10 @@ type clusterConfig struct {
 	connectTimeout time.Duration
 	health         *healthCheckConfig
 	outlier        *outlierConfig
+
+	// upstreamExtProc is the ext_proc filter of the cluster's upstream
+	// filter chain (rust_then_perl_extjs), nil if none.
+	upstreamExtProc *upstreamExtProc
 }
 
 type healthCheckConfig struct {
@@ -186,6 +194,9 @@ func readEnvoyConfig(b *bootstrapv3.Bootstrap) (*envoyConfig, error) {
 		}
 		for _, vh := range rc.GetVirtualHosts() {
 			cfg.attemptCountResp = vh.GetIncludeAttemptCountInResponse()
+			for _, h := range vh.GetResponseHeadersToRemove() {
+				cfg.respHeadersToRemove = append(cfg.respHeadersToRemove, strings.ToLower(h))
+			}
 			for _, h := range vh.GetResponseHeadersToAdd() {
 				ha, err := parseHeaderToAdd(h)
 				if err != nil {
@@ -298,6 +309,11 @@ func readCluster(c *clusterv3.Cluster) (clusterConfig, error) {
 	if d := c.GetConnectTimeout(); d != nil {
 		cc.connectTimeout = d.AsDuration()
 	}
+	uf, err := readUpstreamFilters(c)
+	if err != nil {
+		return cc, err
+	}
+	cc.upstreamExtProc = uf
 	for _, lle := range c.GetLoadAssignment().GetEndpoints() {
 		for _, le := range lle.GetLbEndpoints() {
 			if v := le.GetMetadata().GetFilterMetadata()["pve"].GetFields()["backend"].GetStringValue(); v != "" {

@@ -406,8 +406,8 @@ func TestRequestSmuggling(t *testing.T) {
 		name, head, body string
 		want             int
 	}{
-		{"CL and TE chunked", "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n" + smuggled, 0},
-		{"TE chunked and CL", "Transfer-Encoding: chunked\r\nContent-Length: 40\r\n", "0\r\n\r\n" + smuggled, 0},
+		{"CL and TE chunked", "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n" + smuggled, http.StatusBadRequest},
+		{"TE chunked and CL", "Transfer-Encoding: chunked\r\nContent-Length: 40\r\n", "0\r\n\r\n" + smuggled, http.StatusBadRequest},
 		{"two different CL", "Content-Length: 4\r\nContent-Length: 40\r\n", "abcd" + smuggled, http.StatusBadRequest},
 		{"CL list", "Content-Length: 4, 40\r\n", "abcd" + smuggled, http.StatusBadRequest},
 		{"negative CL", "Content-Length: -1\r\n", smuggled, http.StatusBadRequest},

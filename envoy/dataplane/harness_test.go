@@ -64,6 +64,10 @@ type envOptions struct {
 	// backends' request logs and fault counters).
 	healthChecks bool
 	proxyOpts    func(*Options)
+
+	// rustNoFallbackHeader: the rust backend does not mark failed extjs
+	// answers with x-pve-fallback.
+	rustNoFallbackHeader bool
 }
 
 func quietLogger() *slog.Logger {
@@ -84,7 +88,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	t.Cleanup(e.close)
 	state := t.TempDir()
 	start := func(flavor pvedemo.Flavor, unimpl []string, f pvedemo.Faults) (*pvedemo.Server, string) {
-		s, err := pvedemo.New(pvedemo.Options{Flavor: flavor, StateDir: state, Token: o.token, Unimplemented: unimpl, Faults: f, Logger: quietLogger(), Seed: 1})
+		s, err := pvedemo.New(pvedemo.Options{Flavor: flavor, StateDir: state, Token: o.token, Unimplemented: unimpl, Faults: f, Logger: quietLogger(), Seed: 1, NoFallbackHeader: o.rustNoFallbackHeader})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -205,6 +205,7 @@ func New(opts Options) (*Proxy, error) {
 		}
 		if opts.WrapTransport != nil {
 			be.rt = opts.WrapTransport(be.name, be.transport)
+			be.writeRT = opts.WrapTransport(be.name, be.writeTransport)
 		}
 		p.backends[name] = be
 		if be.name == "rust" {

@@ -52,8 +52,14 @@ func TestPerlDown(t *testing.T) {
 	if code, by, _ := do("GET", "/api2/json/nodes/pve1/network", nil); code != 200 || by != "rust" {
 		t.Errorf("read: %d from %q, want 200 from rust", code, by)
 	}
-	if code, by, _ := do("PUT", "/api2/json/nodes/pve1/network/eno1", url.Values{"type": {"eth"}, "comments": {"perl down"}}); code != 200 || by != "rust" {
-		t.Errorf("basic write: %d from %q, want 200 from rust", code, by)
+	if code, by, body := do("POST", "/api2/json/nodes/pve1/network", url.Values{"iface": {"eth9"}, "type": {"eth"}, "comments": {"perl down"}}); code != 200 || by != "rust" {
+		t.Errorf("basic write: %d from %q, want 200 from rust: %s", code, by, body)
+	}
+	// A PUT of an existing interface is basic only if its current type,
+	// looked up on perl, is too: perl is down, so it is unknown, i.e.
+	// advanced: perl in this phase, 503 (issue 13, finding 3).
+	if code, _, _ := do("PUT", "/api2/json/nodes/pve1/network/eno1", url.Values{"type": {"eth"}, "comments": {"perl down"}}); code != http.StatusServiceUnavailable {
+		t.Errorf("PUT eno1 with the type lookup failing: %d, want 503 (advanced -> perl)", code)
 	}
 	// perl's: a clear 503 from the data plane.
 	for _, c := range []struct{ method, path string }{

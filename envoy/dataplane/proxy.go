@@ -132,6 +132,13 @@ func (q *request) serve() {
 	for _, key := range p.sanitize {
 		delete(h, key)
 	}
+	if q.upgrade {
+		// Envoy keeps Upgrade and Connection on a request it upgrades:
+		// route matchers (envoy.yaml's rust routes exclude upgrades) and
+		// ext_proc see them.
+		h.Set("Upgrade", r.Header.Get("Upgrade"))
+		h.Set("Connection", "Upgrade")
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -502,6 +509,9 @@ func (q *request) respond(u *upstreamResponse) {
 		if isUpgrade && (name == "Connection" || name == "Upgrade") {
 			continue
 		}
+		rh.Del(name)
+	}
+	for _, name := range p.cfg.respHeadersToRemove {
 		rh.Del(name)
 	}
 	if !u.local && u.upstreamTime > 0 {

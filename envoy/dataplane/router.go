@@ -50,11 +50,31 @@ var routerConsumedKeys = func() []string {
 type retryPolicy struct {
 	on          map[string]bool
 	codes       []uint32
+	headers     []string // retriable_headers names, plus x-envoy-retriable-header-names
 	maxAttempts int
 }
 
+// headerRetry is Envoy's retriable-headers condition: a response header
+// named in retriable_headers is present.
+func (rp retryPolicy) headerRetry(resp *http.Response) bool {
+	if resp == nil || !rp.on["retriable-headers"] {
+		return false
+	}
+	for _, name := range rp.headers {
+		if _, ok := resp.Header[http.CanonicalHeaderKey(name)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 func newRetryPolicy(plan envoy.RoutePlan, h http.Header) retryPolicy {
-	rp := retryPolicy{on: map[string]bool{}, codes: plan.RetriableStatusCodes}
+	rp := retryPolicy{on: map[string]bool{}, codes: plan.RetriableStatusCodes, headers: plan.RetriableHeaders}
+	for n := range strings.SplitSeq(h.Get("X-Envoy-Retriable-Header-Names"), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			rp.headers = append(rp.headers, n)
+		}
+	}
 	for _, t := range plan.RetryOn {
 		rp.on[t] = true
 	}
@@ -184,8 +204,16 @@ func (q *request) route(plan envoy.RoutePlan) *upstreamResponse {
 		last = be
 		p.m.attempts.Add(1)
 		res := q.attempt(ctx, be, perTry, body)
+		if uf := p.cfg.clusters[plan.Cluster].upstreamExtProc; uf != nil && res.resp != nil {
+			// The cluster's upstream filter chain sees the answer before
+			// outlier detection and the retry check (envoy-facts §9).
+			q.upstreamStage(uf, be, attempt, res.resp)
+		}
 		q.observe(be, res)
 		reason, retry := rp.retryReason(res.kind, res.started, statusOf(res.resp))
+		if !retry && res.kind == failNone && rp.headerRetry(res.resp) {
+			reason, retry = "retriable-headers", true
+		}
 		if retry && attempt < rp.maxAttempts && ctx.Err() == nil {
 			if res.resp != nil {
 				// Envoy resets the upstream stream of a retried response.
@@ -416,9 +444,11 @@ func (q *request) attempt(ctx context.Context, be *backend, perTry time.Duration
 	if out.Method != http.MethodGet && out.Method != http.MethodHead {
 		// net/http replays a request on a fresh connection when a reused
 		// one dies, if it thinks the request is idempotent, and a client's
-		// Idempotency-Key makes it think so even for POST. Only this code
-		// may decide to send a write again: without GetBody the transport
-		// cannot.
+		// Idempotency-Key makes it think so even for a DELETE without a
+		// body. Only this code may decide to send a write again: without
+		// GetBody the transport cannot rewind a body, and
+		// be.roundTripper sends a write on a connection that was never
+		// used before, where the transport never retries at all.
 		out.GetBody = nil
 	}
 	var timer *time.Timer
@@ -429,7 +459,7 @@ func (q *request) attempt(ctx context.Context, be *backend, perTry time.Duration
 		})
 	}
 	start := q.p.now()
-	resp, err := be.rt.RoundTrip(out)
+	resp, err := be.roundTripper(out.Method).RoundTrip(out)
 	if timer != nil {
 		timer.Stop()
 	}

@@ -103,13 +103,19 @@ func (p *Proxy) Serve(ctx context.Context, o ServeOptions) error {
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
+	// Envoy's 400 for Content-Length with Transfer-Encoding (framing.go).
+	ln = framingListener{ln}
 	bodyTimeout := orDuration(o.BodyReadTimeout, DefaultBodyReadTimeout)
 	maxHeader := o.MaxHeaderBytes
 	if maxHeader <= 0 {
 		maxHeader = DefaultMaxHeaderBytes
 	}
 	srv := &http.Server{
+		ConnContext: connContext,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.TLS == nil {
+				r.TLS = tlsState(r.Context())
+			}
 			// net/http's own limit has slack that differs between Go
 			// releases; count the request head ourselves so the limit is
 			// the same everywhere, and answer 431 like Envoy.

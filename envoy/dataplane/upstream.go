@@ -71,6 +71,16 @@ type backend struct {
 	lastSuccess   time.Time
 	lastFailure   time.Time
 	lastError     string
+
+	// writeTransport carries every request that may change state (any
+	// method but GET, HEAD, OPTIONS, TRACE) on a connection of its own,
+	// never a pooled one. net/http replays a request on a new connection
+	// only when a reused one failed (persistConn.shouldRetryRequest), and
+	// a client's Idempotency-Key makes it count even a DELETE as
+	// replayable; on a fresh connection the transport never retries, so
+	// only the router's retry policy can ever send a write twice.
+	writeTransport *http.Transport
+	writeRT        http.RoundTripper // writeTransport, possibly wrapped
 }
 
 func newBackend(name, cluster string, u Upstream, cfg clusterConfig) (*backend, error) {
@@ -115,7 +125,10 @@ func newBackend(name, cluster string, u Upstream, cfg clusterConfig) (*backend, 
 		ReadBufferSize:         32 << 10,
 		WriteBufferSize:        32 << 10,
 	}
-	return &backend{name: name, cluster: cluster, base: base, transport: tr, rt: tr, cfg: cfg,
+	wtr := tr.Clone()
+	wtr.DisableKeepAlives = true
+	return &backend{name: name, cluster: cluster, base: base, transport: tr, rt: tr,
+		writeTransport: wtr, writeRT: wtr, cfg: cfg,
 		hostMetadata: fmt.Sprintf(`filter_metadata { key: "pve" value { fields { key: "backend" value { string_value: %q } } } }`, name)}, nil
 }
 
@@ -178,6 +191,17 @@ func formatFingerprint(b []byte) string {
 		parts[i] = strings.ToUpper(hex.EncodeToString([]byte{c}))
 	}
 	return strings.Join(parts, ":")
+}
+
+// roundTripper is the transport for a request with this method: the
+// pooled one for methods that cannot change state, a connection per
+// request for everything else (see writeTransport).
+func (b *backend) roundTripper(method string) http.RoundTripper {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return b.rt
+	}
+	return b.writeRT
 }
 
 // available reports whether the composite cluster may pick this backend

@@ -342,7 +342,7 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	go func() {
 		code <- routerapp.Run(ctx, []string{"--config", conf, "--grpc-listen", "unix:" + filepath.Join(dir, "extproc.sock"),
 			"--admin-listen", admin, "--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust,
-			"--reload-interval", "100ms", "--log-level", "warn"}, io.Discard, &routerLog)
+			"--reload-interval", "100ms", "--log-level", "warn", "--node", "pve1", "--kill-switch", filepath.Join(dir, "kill"), "--state-file", "off"}, io.Discard, &routerLog)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -226,6 +226,9 @@ func writeError(w http.ResponseWriter, format string, e *apiError) {
 	if format == "extjs" {
 		env["success"] = 0
 		env["status"] = e.status
+		if m, ok := w.(fallbackMarker); ok && e.status >= 500 {
+			m.markFailure(e.status)
+		}
 		writeJSON(w, http.StatusOK, env)
 		return
 	}

@@ -82,6 +82,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		latency     = fs.Duration("latency", 0, "delay added before answering each API request")
 		crashAfter  = fs.Int64("crash-after", 0, "serve N API requests, then drop the next connection, close the listener and exit 3 (0: off)")
 		refuse      = fs.Bool("refuse", false, "close the listener at once so connections are refused")
+		dropWrite   = fs.Bool("drop-after-write", false, "apply every API write, then close its connection without an answer")
+		noFallback  = fs.Bool("no-fallback-header", false, "rust flavour: do not mark failed extjs (web UI) answers with x-pve-fallback")
 		seed        = fs.Uint64("seed", 1, "seed for --error-rate decisions")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error (debug logs every request)")
 		unimpl      listFlag
@@ -112,17 +114,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	srv, err := New(Options{
+	opts := Options{
 		Flavor:        Flavor(*flavor),
 		StateDir:      dir,
 		Node:          *node,
 		Token:         *token,
 		Password:      *password,
 		Unimplemented: unimpl,
-		Faults:        Faults{ErrorRate: *errorRate, Latency: *latency, CrashAfter: *crashAfter, Refuse: *refuse},
+		Faults:        Faults{ErrorRate: *errorRate, Latency: *latency, CrashAfter: *crashAfter, Refuse: *refuse, DropAfterWrite: *dropWrite},
 		Seed:          *seed,
 		Logger:        logger,
-	})
+	}
+	opts.NoFallbackHeader = *noFallback
+	srv, err := New(opts)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 //
 // In JSON (GET and POST /debug/faults) Latency is a Go duration string:
 //
-//	{"error_rate":0.5,"latency":"200ms","refuse":false,"crash_after":0}
+//	{"error_rate":0.5,"latency":"200ms","refuse":false,"crash_after":0,"drop_after_write":false}
 type Faults struct {
 	// ErrorRate is the fraction (0..1) of API requests answered with HTTP
 	// 500 before the handler runs, so a failed write never changed state.
@@ -32,6 +32,13 @@ type Faults struct {
 	// http.Handler, without Serve, cannot refuse and drops API requests'
 	// connections instead.
 	Refuse bool
+	// DropAfterWrite runs every API write (POST, PUT, DELETE) to the end,
+	// so it is applied and counted, and then closes that one connection
+	// without a response. Unlike CrashAfter the listener stays open: this
+	// is a backend that dies between applying a write and answering it, or
+	// a network that loses the answer, and it shows whether anything in
+	// front of the backend sends the write again.
+	DropAfterWrite bool
 }
 
 type faultsJSON struct {
@@ -39,11 +46,12 @@ type faultsJSON struct {
 	Latency    string  `json:"latency"`
 	Refuse     bool    `json:"refuse"`
 	CrashAfter int64   `json:"crash_after"`
+	DropAfter  bool    `json:"drop_after_write"`
 }
 
 // MarshalJSON writes Latency as a duration string ("200ms").
 func (f Faults) MarshalJSON() ([]byte, error) {
-	return json.Marshal(faultsJSON{ErrorRate: f.ErrorRate, Latency: f.Latency.String(), Refuse: f.Refuse, CrashAfter: f.CrashAfter})
+	return json.Marshal(faultsJSON{ErrorRate: f.ErrorRate, Latency: f.Latency.String(), Refuse: f.Refuse, CrashAfter: f.CrashAfter, DropAfter: f.DropAfterWrite})
 }
 
 // UnmarshalJSON reads the form MarshalJSON writes, so Go tests can decode
@@ -68,6 +76,7 @@ type faultsPatch struct {
 	Latency    *string  `json:"latency"`
 	Refuse     *bool    `json:"refuse"`
 	CrashAfter *int64   `json:"crash_after"`
+	DropAfter  *bool    `json:"drop_after_write"`
 }
 
 func (p faultsPatch) apply(f Faults) (Faults, error) {
@@ -86,6 +95,9 @@ func (p faultsPatch) apply(f Faults) (Faults, error) {
 	}
 	if p.CrashAfter != nil {
 		f.CrashAfter = *p.CrashAfter
+	}
+	if p.DropAfter != nil {
+		f.DropAfterWrite = *p.DropAfter
 	}
 	return f, f.validate()
 }

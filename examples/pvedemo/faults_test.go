@@ -223,13 +223,13 @@ func TestDebugEndpoints(t *testing.T) {
 	b := startBackend(t, Options{Flavor: FlavorRust})
 	t.Run("faults round trip", func(t *testing.T) {
 		r := postFaults(t, b, `{"error_rate":0.25,"latency":"5ms"}`)
-		want := `{"error_rate":0.25,"latency":"5ms","refuse":false,"crash_after":0}`
+		want := `{"error_rate":0.25,"latency":"5ms","refuse":false,"crash_after":0,"drop_after_write":false}`
 		if string(r.raw) != want {
 			t.Errorf("POST reply %s, want %s", r.raw, want)
 		}
 		postFaults(t, b, `{"error_rate":0}`) // a partial update keeps latency
 		got := b.do(t, "GET", "/debug/faults", nil)
-		if string(got.raw) != `{"error_rate":0,"latency":"5ms","refuse":false,"crash_after":0}` {
+		if string(got.raw) != `{"error_rate":0,"latency":"5ms","refuse":false,"crash_after":0,"drop_after_write":false}` {
 			t.Errorf("GET %s", got.raw)
 		}
 		var f Faults

@@ -1,7 +1,6 @@
 package pvedemo
 
 import (
-	"bufio"
 	"fmt"
 	"regexp"
 	"slices"
@@ -134,11 +133,13 @@ func parseInterfaces(text string) (*netConfig, error) {
 		cfg.Ifaces[name] = ifc
 		return ifc
 	}
-	sc := bufio.NewScanner(strings.NewReader(text))
+	// Lines of any length: a stored value (a long comment) must never
+	// make the file unreadable, which bufio.Scanner's 64 KiB token limit
+	// did for every later read.
 	lineNo := 0
-	for sc.Scan() {
+	for raw := range strings.Lines(text) {
 		lineNo++
-		raw := sc.Text()
+		raw = strings.TrimRight(raw, "\r\n")
 		line := strings.TrimSpace(raw)
 		if line == "" {
 			continue
@@ -186,9 +187,6 @@ func parseInterfaces(text string) (*netConfig, error) {
 			value = strings.TrimSpace(value)
 			parseOption(cur, curFamily, key, value)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("parse interfaces: %w", err)
 	}
 	for name, ifc := range cfg.Ifaces {
 		ifc.Autostart = auto[name]

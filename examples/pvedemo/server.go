@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,13 @@ type Options struct {
 	// on which the router falls back to perl. TEMPLATE may carry the
 	// /api2/json or /api2/extjs prefix.
 	Unimplemented []string
+	// NoFallbackHeader stops the rust flavour from marking its failed web
+	// UI answers (extjs format, status ≥ 500, sent as HTTP 200) with
+	// x-pve-fallback: STATUS, the header on which Envoy's route retries on
+	// perl. Without the header only the router's upstream ext_proc stage,
+	// which reads the body, can tell the failure. The perl flavour never
+	// sets it (pveproxy does not).
+	NoFallbackHeader bool
 	// Faults is the initial fault injection; see SetFaults.
 	Faults Faults
 	// Seed makes ErrorRate decisions reproducible.
@@ -117,6 +125,9 @@ type Server struct {
 	log           *slog.Logger
 	debug         *http.ServeMux
 	taskSeq       atomic.Uint32
+
+	// markFallback: set x-pve-fallback on failed extjs answers.
+	markFallback bool
 
 	mu          sync.Mutex
 	faults      Faults
@@ -178,6 +189,8 @@ func New(opts Options) (*Server, error) {
 		crashed:   make(chan struct{}),
 		lnChanged: make(chan struct{}),
 	}
+	s.markFallback = opts.Flavor == FlavorRust && !opts.NoFallbackHeader
+
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -513,6 +526,18 @@ func dropConnection(w http.ResponseWriter) {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+
+	markFallback bool
+}
+
+// fallbackMarker is implemented by a writer that marks failed extjs answers
+// with x-pve-fallback (the rust flavour's statusRecorder).
+type fallbackMarker interface{ markFailure(status int) }
+
+func (w *statusRecorder) markFailure(status int) {
+	if w.markFallback {
+		w.Header().Set("X-Pve-Fallback", strconv.Itoa(status))
+	}
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
@@ -566,7 +591,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			t.Stop()
 		}
 	}
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, markFallback: s.markFallback}
+	dropAfter := f.DropAfterWrite && r.Method != http.MethodGet && r.Method != http.MethodHead
+	if dropAfter {
+		// The write runs to the end; its answer goes nowhere.
+		rec.ResponseWriter = &discardWriter{h: http.Header{}}
+	}
 	var tmpl string
 	if fail {
 		format, _, _ := splitAPIPath(r.URL.EscapedPath())
@@ -584,7 +614,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"request_id", r.Header.Get("X-Request-Id"),
 		"injected", fail,
 	)
+	if dropAfter {
+		s.log.Debug("write applied, connection dropped", "method", r.Method, "path", r.URL.Path, "template", tmpl)
+		dropConnection(w)
+	}
 }
+
+// discardWriter takes a response that the drop_after_write fault never
+// sends.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}
 
 // servingWithListener reports whether Serve manages the listener (and so
 // implements Refuse by refusing connections rather than dropping them).
@@ -784,7 +826,7 @@ func (s *Server) debugMux() *http.ServeMux {
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
 			return
 		}
-		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse)
+		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse, "drop_after_write", f.DropAfterWrite)
 		reply(w, f)
 	})
 	mux.HandleFunc("GET /debug/applied", func(w http.ResponseWriter, r *http.Request) { reply(w, s.Applied()) })

@@ -36,7 +36,12 @@ type param struct {
 	required bool
 	min, max int64 // kInt bounds; both zero means unbounded
 	enum     []string
+	maxLen   int // PVE's maxLength; 0 means none
 }
+
+// maxLength is PVE's maxLength for a string parameter: longer values are
+// refused as JSONSchema.pm refuses them.
+func (p param) maxLength(n int) param { p.maxLen = n; return p }
 
 // schema lists every parameter an endpoint accepts, path variables included.
 // Anything else is rejected the way PVE rejects it, so clients that send a
@@ -118,6 +123,9 @@ func typeName(k kind) string {
 }
 
 func (p param) check(v string) (string, string) {
+	if p.maxLen > 0 && len(v) > p.maxLen {
+		return "", fmt.Sprintf("value may only be %d characters long", p.maxLen)
+	}
 	switch p.kind {
 	case kInt:
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -243,7 +251,7 @@ func networkWriteSchema(update bool) schema {
 		"netmask6":              optInt.bounded(0, 128),
 		"ovs_bonds":             {kind: kIfaceList},
 		"ovs_bridge":            {kind: kIface},
-		"ovs_options":           optString,
+		"ovs_options":           optString.maxLength(1024),
 		"ovs_ports":             {kind: kIfaceList},
 		"ovs_tag":               optInt.bounded(1, 4094),
 		"slaves":                {kind: kIfaceList},
@@ -289,8 +297,8 @@ func zoneSchema(update bool) schema {
 		"vxlan-port":                  optInt.bounded(1, 65536),
 	}
 	if update {
-		s["delete"] = optString
-		s["digest"] = optString
+		s["delete"] = optString.maxLength(4096)
+		s["digest"] = optString.maxLength(64)
 	} else {
 		s["type"] = reqEnum(zoneTypes...)
 	}
@@ -302,15 +310,15 @@ func vnetSchema(update bool) schema {
 	s := schema{
 		"vnet":          {kind: kID, required: true},
 		"zone":          {kind: kID, required: !update},
-		"alias":         optString,
+		"alias":         optString.maxLength(256),
 		"isolate-ports": optBool,
 		"lock-token":    optString,
 		"tag":           optInt.bounded(1, 16777215),
 		"vlanaware":     optBool,
 	}
 	if update {
-		s["delete"] = optString
-		s["digest"] = optString
+		s["delete"] = optString.maxLength(4096)
+		s["digest"] = optString.maxLength(64)
 	} else {
 		s["type"] = optEnum("vnet")
 	}
@@ -330,8 +338,8 @@ func subnetSchema(update bool) schema {
 		"snat":            optBool,
 	}
 	if update {
-		s["delete"] = optString
-		s["digest"] = optString
+		s["delete"] = optString.maxLength(4096)
+		s["digest"] = optString.maxLength(64)
 	} else {
 		s["type"] = reqEnum("subnet")
 	}

@@ -7,12 +7,12 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math"
 	"net/url"
-	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -157,7 +157,7 @@ func LoadResolved(path string, explicit bool, env func(string) string) (*Snapsho
 }
 
 func load(path string, explicit bool, env func(string) string) (*Snapshot, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(context.Background(), path, DefaultReadTimeout)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && !explicit {
 			return defaults(env)

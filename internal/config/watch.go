@@ -60,6 +60,10 @@ type WatchOptions struct {
 	Logger *slog.Logger
 	// Now stamps LoadedAt and LastReload; nil means time.Now.
 	Now func() time.Time
+	// ReadTimeout bounds each read of the file (DefaultReadTimeout if
+	// zero). A read that takes longer is a failed reload; the watcher
+	// carries on and shutdown does not wait for it.
+	ReadTimeout time.Duration
 	// Ready, if non-nil, is called once the watch is in place and the file
 	// has been checked, so startup code (and tests) know that every later
 	// change will be seen.
@@ -95,6 +99,7 @@ func Watch(ctx context.Context, store *Store, opts WatchOptions) error {
 	w := &watcher{
 		store: store, path: opts.Path, abs: abs, explicit: opts.Explicit,
 		env: opts.Env, log: opts.Logger, now: opts.Now, watched: map[string]bool{},
+		ctx: ctx, readTimeout: opts.ReadTimeout,
 	}
 	if w.log == nil {
 		w.log = slog.Default()
@@ -143,6 +148,9 @@ type watcher struct {
 	log      *slog.Logger
 	now      func() time.Time
 	poll     time.Duration // negative: off
+	// ctx ends the watch; a read in progress is abandoned then.
+	ctx         context.Context
+	readTimeout time.Duration
 
 	fsw      *fsnotify.Watcher // nil: polling only
 	watched  map[string]bool   // real directory paths under watch
@@ -324,7 +332,10 @@ func (w *watcher) loop(ctx context.Context) {
 // A missing, empty or invalid file is acted on only once it has stayed so
 // for settleDelay.
 func (w *watcher) check(initial bool) {
-	data, err := os.ReadFile(w.path)
+	data, err := readConfigFile(w.ctx, w.path, w.readTimeout)
+	if w.ctx.Err() != nil {
+		return // shutting down: nothing to report
+	}
 	var st fileState
 	missing := false
 	switch {

@@ -45,6 +45,8 @@ type app struct {
 	// killSwitch is status's --kill-switch, read when the router is not
 	// reachable.
 	killSwitch string
+	// target is an edit command's check of the file it writes.
+	target editTarget
 }
 
 // command is one subcommand. define registers the command's own flags and

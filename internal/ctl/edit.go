@@ -60,11 +60,13 @@ node it runs on through its kill switch instead.`,
 		define: func(fs *flag.FlagSet) runFunc {
 			o := &phaseOptions{}
 			fs.BoolVar(&o.dryRun, "dry-run", false, "show the change and the diff; write nothing")
-			fs.BoolVar(&o.force, "force", false, "allow advancing more than one phase at once")
+			fs.BoolVar(&o.force, "force", false, "allow advancing more than one phase at once, creating the file, or editing a file the router does not watch")
 			fs.StringVar(&o.node, "node", "", "change only this node's [nodes.`NAME`] table (created if missing)")
 			fs.BoolVar(&o.local, "local", false, "perl-only on this node alone, without writing the config: create the kill switch (works without quorum)")
 			fs.StringVar(&o.killSwitch, "kill-switch", killswitch.DefaultPath, "the kill switch file `PATH` for --local (the router's --kill-switch)")
+			target := defineEditTarget(fs, &o.force)
 			return func(a *app, cfg configFlag, args []string) int {
+				a.target = target()
 				return a.setPhaseRouted(cfg, args[0], *o)
 			}
 		},
@@ -93,7 +95,10 @@ PVE_NETWORK_MIGRATION_FALLBACK, when set, overrides the file.`,
 		maxArgs: 1,
 		define: func(fs *flag.FlagSet) runFunc {
 			dryRun := fs.Bool("dry-run", false, "show the change and the diff; write nothing")
+			force := fs.Bool("force", false, "create the file, or edit a file the router does not watch")
+			target := defineEditTarget(fs, force)
 			return func(a *app, cfg configFlag, args []string) int {
+				a.target = target()
 				return a.setFallback(cfg, args[0], *dryRun)
 			}
 		},
@@ -161,6 +166,9 @@ func (a *app) commit(f *configFile, edited []byte, dryRun bool, plan func()) int
 		_, _ = fmt.Fprint(a.stdout, "\n"+unifiedDiff(f.path, f.old, edited, f.exists))
 		fmt.Fprintf(a.stdout, "dry run: %s not changed\n", f.path)
 		return ExitOK
+	}
+	if code := a.checkTarget(f, a.target); code != ExitOK {
+		return code
 	}
 	if err := replaceFile(f.path, edited, unchangedSince(f)); err != nil {
 		return a.failf(writeHints(err), "%v", err)

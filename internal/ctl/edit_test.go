@@ -209,7 +209,13 @@ func TestCreateMissing(t *testing.T) {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "network-migration.conf")
-			r := run(t, nil, "", append(tt.args, "--config", path)...)
+			// Without --force a missing file is not created: a mistyped
+			// --config must not look like a successful rollback.
+			if r := run(t, nil, "", append(tt.args, "--config", path)...); r.code != 1 || !strings.Contains(r.stderr, "--force") {
+				t.Fatalf("without --force: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			assertOnlyFiles(t, dir)
+			r := run(t, nil, "", append(tt.args, "--config", path, "--force")...)
 			if r.code != 0 || !strings.Contains(r.stdout, "created "+path) {
 				t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 			}

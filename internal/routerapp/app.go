@@ -232,6 +232,9 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		}
 	}()
 	store.OnReload = func(result string, _ *config.Snapshot, _ error) { tel.RecordReload(result) }
+	// The load at startup is the first reload: a router whose later edits
+	// all fail still shows one success, and the series exists from the start.
+	tel.RecordReload(config.ResultOK)
 
 	upTLS := server.TLSOptions{CAFile: f.upstreamCA, InsecureSkipVerify: f.insecure}
 	lookup, err := server.NewPerlLookup(server.PerlLookupOptions{Config: store.Current, TLS: upTLS, Logger: logger})

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -176,6 +178,11 @@ func TestRunWholeRouter(t *testing.T) {
 			t.Errorf("/metrics lacks %s", fam)
 		}
 	}
+	// The initial load counts as a reload (issue 13, finding 7): with the
+	// rollback that is at least two successful ones.
+	if m := regexp.MustCompile(`pve_migration_config_reloads_total\{[^}]*result="ok"[^}]*\} (\d+)`).FindStringSubmatch(metrics.String()); m == nil || atoiOr0(m[1]) < 2 {
+		t.Errorf("config_reloads_total{result=ok}: %v, want the initial load and the rollback", m)
+	}
 	resp, err = http.Get("http://" + admin + "/status")
 	if err != nil {
 		t.Fatal(err)
@@ -238,4 +245,9 @@ func TestDefaultsBindLoopback(t *testing.T) {
 	if f.proxyListen != "" {
 		t.Errorf("the data plane is on by default (%q)", f.proxyListen)
 	}
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

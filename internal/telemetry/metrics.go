@@ -182,7 +182,27 @@ func newInstruments(m metric.Meter, phase func() routing.Phase) (*instruments, e
 		// PVEMigrationConfigReloadFailed would miss exactly that edit.
 		in.reloads.Add(context.Background(), 0, in.reloadOpts[i]...)
 	}
+	in.exportZeros()
 	return in, nil
+}
+
+// exportZeros creates the series that alerts read with rate() or
+// increase() at 0, before their first event: fallbacks for every network
+// category and reloads for every result. A counter series that appears
+// only with its first increment makes `rate(...[5m]) > 0` see no series at
+// all, and an alert on it can never fire on the first fallback or the
+// first rejected edit.
+func (in *instruments) exportZeros() {
+	ctx := context.Background()
+	for c := range nCategory {
+		if routing.Category(c) == routing.NotNetwork {
+			continue // never decided for Rust, so never a fallback
+		}
+		in.fallbacks.Add(ctx, 0, in.fallbackOpts[c]...)
+	}
+	for i := range reloadResults {
+		in.reloads.Add(ctx, 0, in.reloadOpts[i]...)
+	}
 }
 
 // servedByIndex folds x-pve-served-by into the four label values.

@@ -285,6 +285,14 @@ func TestMetricsDisabledRecordsNothing(t *testing.T) {
 			t.Errorf("%s recorded with metrics_enabled=false: %v", n, m)
 		}
 	}
+	// The alert counters exist from the start, at zero; nothing is added.
+	for _, n := range []string{MetricConfigReloads, MetricFallbacks} {
+		for _, m := range fams[n].GetMetric() {
+			if v := m.GetCounter().GetValue(); v != 0 {
+				t.Errorf("%s%v = %v with metrics_enabled=false", n, labels(m), v)
+			}
+		}
+	}
 	if st := f.tel.Stats(); st.TotalRequests != 0 {
 		t.Errorf("Stats with metrics off: %+v", st)
 	}
