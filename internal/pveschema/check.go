@@ -66,7 +66,8 @@ var ErrNoSchema = errors.New("no schema for this method")
 // the return schema of method on template (PVE's `returns` describes data
 // only, never the envelope). It returns ErrNoSchema (wrapped) when the
 // schema has no such method and a parse error for invalid JSON; otherwise
-// the violations, sorted by path and rule, nil when there are none.
+// the violations, sorted by path and rule, one per path and rule (the
+// first example of a list's elements), nil when there are none.
 func (c *Checker) Check(template, method string, data []byte) ([]Violation, error) {
 	n, ok := c.methods[methodKey(template, method)]
 	if !ok {
@@ -138,6 +139,17 @@ func checkNode(n *node, v any) []Violation {
 			}
 			return w.out[i].Rule < w.out[j].Rule
 		})
+		// PVE joins the messages of one path into one error; per answer,
+		// a path breaks a rule or does not (every element of a list
+		// shares the path "[]"), so the first example stands for all.
+		out := w.out[:1]
+		for _, x := range w.out[1:] {
+			if last := &out[len(out)-1]; x.Path == last.Path && x.Rule == last.Rule {
+				continue
+			}
+			out = append(out, x)
+		}
+		w.out = out
 	}
 	return w.out
 }
