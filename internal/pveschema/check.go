@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -487,13 +486,13 @@ func contains(list []string, s string) bool {
 }
 
 var (
-	reInteger = regexp.MustCompile(`^[+-]?\d+(?:\n?\z)`)
-	reNumber  = regexp.MustCompile(`^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?(?:\n?\z)`)
+	reInteger = mustPerl(`^[+-]?\d+$`)
+	reNumber  = mustPerl(`^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$`)
 )
 
-// isInteger is JSONSchema.pm's is_integer: `m/^[+-]?\d+$/` (ASCII digits
-// here; Perl's \d also takes other scripts' digits, which no JSON
-// encoder writes as numbers).
+// isInteger is JSONSchema.pm's is_integer: `m/^[+-]?\d+$/`, where Perl's
+// \d takes any script's decimal digits and $ a final newline; the ASCII
+// fast path is the common case.
 func isInteger(s string) bool {
 	if s == "" {
 		return false

@@ -15,6 +15,16 @@ const (
 	perlSpaceClass = `\t\n\x0B\f\r\x{85}\p{Z}`
 )
 
+// posixUnicode are POSIX classes whose Perl meaning on character strings
+// is wider than RE2's ASCII one.
+var posixUnicode = map[string]string{
+	"digit": perlDigitClass,
+	"alpha": `\p{L}\p{M}`,
+	"alnum": `\p{L}\p{M}\p{Nd}`,
+	"word":  perlWordClass,
+	"space": perlSpaceClass,
+}
+
 // translatePerlRegex rewrites the Perl regular expressions that PVE's
 // schemas carry into Go's RE2 syntax:
 //   - `(?^flags:...)` (how Perl stringifies a qr//) becomes a group that
@@ -89,9 +99,14 @@ func translatePerlRegex(p string) (string, error) {
 		}
 		if inClass {
 			if c == '[' && i+1 < len(p) && p[i+1] == ':' {
-				// POSIX class [:alpha:]: same syntax in RE2.
+				// POSIX class [:alpha:]: same syntax in RE2, but
+				// ASCII; the common ones get Perl's Unicode meaning.
 				if j := strings.Index(p[i:], ":]"); j > 0 {
-					b.WriteString(p[i : i+j+2])
+					if u, ok := posixUnicode[p[i+2:i+j]]; ok {
+						b.WriteString(u)
+					} else {
+						b.WriteString(p[i : i+j+2])
+					}
 					i += j + 1
 					classStart = false
 					continue
@@ -134,10 +149,10 @@ func translatePerlRegex(p string) (string, error) {
 						// PVE's patterns do not use it. The others only
 						// name character-set semantics.
 						if f == 'x' {
-							return "", fmt.Errorf("flag x in (?^x: is not supported")
+							return "", fmt.Errorf("flag x (extended syntax) in a (?^...) group is not supported")
 						}
 					default:
-						return "", fmt.Errorf("unknown flag %q in (?^%s:", f, flags)
+						return "", fmt.Errorf("unknown flag %q in the group (?^%s)", f, flags)
 					}
 				}
 				for _, f := range "ims" {
