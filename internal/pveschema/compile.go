@@ -105,6 +105,10 @@ type node struct {
 type prop struct {
 	name string
 	node *node
+	// absentOK: check_prop on an absent value can report nothing (the
+	// property is optional, a group member, an alias or of type null, and
+	// no oneOf makes its optionality depend on the instance type).
+	absentOK bool
 }
 
 func (n *node) lookup(k string) *node {
@@ -259,7 +263,8 @@ func (c *compiler) node(s map[string]any) *node {
 				n.hasAlias = true
 			}
 			n.propIndex[k] = len(n.props)
-			n.props = append(n.props, prop{name: k, node: pn})
+			absentOK := (pn.optional || pn.group || pn.alias || pn.nullType) && len(pn.oneOf) == 0
+			n.props = append(n.props, prop{name: k, node: pn, absentOK: absentOK})
 		}
 		switch a := ap.(type) {
 		case map[string]any:

@@ -82,7 +82,7 @@ func cidrBits(sub []string, max int) bool {
 
 func verifyCIDRv4(s string) bool { return cidrBits(fmtCIDRv4.FindStringSubmatch(s), 32) }
 func verifyCIDRv6(s string) bool { return cidrBits(fmtCIDRv6.FindStringSubmatch(s), 128) }
-func verifyIP(s string) bool     { return fmtIPv4.MatchString(s) || fmtIPv6.MatchString(s) }
+func verifyIP(s string) bool     { return fastIPv4(s) || fmtIPv6.MatchString(s) }
 
 // perlNum is Perl's numeric value of a string that a regular expression
 // already showed to be digits.
@@ -107,15 +107,15 @@ var formats = map[string]formatFunc{
 	"pve-vmid":       fmtVMID.MatchString,
 	"pve-node":       fmtNode.MatchString,
 	"mac-addr":       fmtMAC.MatchString,
-	"ipv4":           fmtIPv4.MatchString,
+	"ipv4":           fastIPv4,
 	"ipv6":           fmtIPv6.MatchString,
 	"ip":             verifyIP,
 	"ipv4mask":       func(s string) bool { return ipv4MaskValues[s] },
-	"CIDRv4":         verifyCIDRv4,
+	"CIDRv4":         fastCIDRv4,
 	"CIDRv6":         verifyCIDRv6,
-	"CIDR":           func(s string) bool { return verifyCIDRv4(s) || verifyCIDRv6(s) },
+	"CIDR":           func(s string) bool { return fastCIDRv4(s) || verifyCIDRv6(s) },
 	"pve-ipv4-config": func(s string) bool {
-		return fmtIPv4Config.MatchString(s) || verifyCIDRv4(s)
+		return fmtIPv4Config.MatchString(s) || fastCIDRv4(s)
 	},
 	"pve-ipv6-config": func(s string) bool {
 		return fmtIPv6Config.MatchString(s) || verifyCIDRv6(s)
@@ -125,7 +125,7 @@ var formats = map[string]formatFunc{
 	"dns-name":          fmtDNSName.MatchString,
 	"address":           func(s string) bool { return verifyIP(s) || fmtDNSName.MatchString(s) },
 	"ldap-simple-attr":  fmtLdapAttr.MatchString,
-	"pve-iface":         fmtIface.MatchString,
+	"pve-iface":         fastIface,
 	"pve-vlan-id-or-range": func(s string) bool {
 		m := fmtVlanRange.FindStringSubmatch(s)
 		if m == nil {
