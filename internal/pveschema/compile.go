@@ -376,6 +376,17 @@ func (c *Checker) Methods() int { return len(c.methods) }
 // Source says which schema this checker was compiled from.
 func (c *Checker) Source() Source { return c.source }
 
+// methodKey is the lookup key of a method. A template may carry the
+// /api2/json or /api2/extjs prefix of a config key; the schema's paths do
+// not.
 func methodKey(template, method string) string {
+	if strings.HasPrefix(template, "/api2/") {
+		for _, p := range [...]string{"/api2/json/", "/api2/extjs/"} {
+			if strings.HasPrefix(template, p) {
+				template = template[len(p)-1:]
+				break
+			}
+		}
+	}
 	return strings.ToUpper(method) + " " + template
 }

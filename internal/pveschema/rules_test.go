@@ -341,6 +341,14 @@ func TestCheckBodyEnvelope(t *testing.T) {
 	if _, err := c.Check("/t", "get", []byte(`[]`)); err != nil {
 		t.Errorf("lower-case method: %v", err)
 	}
+	for _, tmpl := range []string{"/api2/json/t", "/api2/extjs/t"} {
+		if !c.Has(tmpl, "GET") {
+			t.Errorf("Has(%q) = false; a config key's format prefix is not part of the template", tmpl)
+		}
+	}
+	if c.Has("/api2/html/t", "GET") {
+		t.Error("Has(/api2/html/t) = true")
+	}
 }
 
 func TestCheckValueDecodedForms(t *testing.T) {
