@@ -12,11 +12,12 @@
 // shadow comparison already holds, rust's and perl's alike, perl's being the
 // baseline: PVE does not check its own answers over HTTP.
 //
-// The package is pure apart from Load: Parse turns a schema file into a
-// Schema, Compile turns it into a Checker once per config load (regular
-// expressions translated from Perl, formats resolved, methods looked up by
-// template), and Checker.Check walks one answer without allocating beyond
-// the decoded JSON and the violations it returns.
+// The package is pure apart from Load and LoadFile: Parse turns a schema
+// file into a Schema, Compile turns it into a Checker once per config load
+// (regular expressions translated from Perl, formats resolved, methods
+// looked up by template), and Checker.Check decodes one answer and walks
+// it, never compiling anything. Tally adds the violations of many answers
+// up for the compare report, perl's marking the baseline.
 package pveschema
 
 import (
