@@ -296,6 +296,12 @@ func (w *walker) scalar(text string, v any, n *node) {
 		w.add(RuleFormat, v, "invalid format - value does not look like a valid "+n.formatName)
 		return
 	}
+	if n.propFormat != nil {
+		if msg := checkPropertyString(n.propFormat, text); msg != "" {
+			w.add(RuleFormat, v, "invalid format - "+msg)
+			return
+		}
+	}
 	if n.pattern != nil && !n.pattern.MatchString(text) {
 		w.add(RulePattern, v, "value does not match the regex pattern")
 		return

@@ -100,6 +100,12 @@ type node struct {
 	variants         map[string]*node // by instance-type
 	objectOnly       bool             // allOf or a typed oneOf: scalars are an error
 	aliasTarget      string
+	keyAlias         string
+
+	// propFormat is a format given as a schema: the value is a property
+	// string whose keys this object schema describes.
+	propFormat *node
+	defaultKey string // propFormat's key for a part without "key="
 }
 
 type prop struct {
@@ -194,6 +200,9 @@ func (c *compiler) node(s map[string]any) *node {
 		n.alias = true
 		n.aliasTarget = a
 	}
+	if ka, ok := s["keyAlias"].(string); ok {
+		n.keyAlias = ka
+	}
 	switch f := s["format"].(type) {
 	case string:
 		n.formatName = f
@@ -203,7 +212,10 @@ func (c *compiler) node(s map[string]any) *node {
 			c.skip("format " + f)
 		}
 	case map[string]any:
-		c.skip("property-string format (format given as a schema)")
+		// A property string ("name=eth0,ip=10.0.0.1/24"), checked as
+		// parse_property_string does: against an object schema whose
+		// properties are the format's keys, extra keys refused.
+		n.propFormat = c.propertyString(f)
 	}
 	if p, ok := s["pattern"].(string); ok && p != "" {
 		re, ok := c.patterns[p]
@@ -321,6 +333,24 @@ func (c *compiler) node(s map[string]any) *node {
 	if _, ok := s["allOf"]; ok {
 		n.objectOnly = true
 		c.skip("allOf")
+	}
+	return n
+}
+
+// propertyString compiles a hash format into an object schema that
+// refuses extra keys (parse_property_string's default).
+func (c *compiler) propertyString(f map[string]any) *node {
+	n := c.node(map[string]any{"properties": f, "additionalProperties": float64(0)})
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if ks, ok := f[k].(map[string]any); ok && perlTruthy(ks["default_key"]) {
+			n.defaultKey = k
+			break
+		}
 	}
 	return n
 }

@@ -128,3 +128,39 @@ func TestRealListEdited(t *testing.T) {
 		})
 	}
 }
+
+// The SDN fabric schemas combine oneOf by type-property with property
+// strings; an openfabric node and an ospf node as pve-network writes them.
+func TestEmbeddedFabricNodes(t *testing.T) {
+	c, err := Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, data string
+		want       []string
+	}{
+		{"openfabric and ospf nodes", `[
+			{"fabric_id":"fab1","node_id":"pve1","protocol":"openfabric","ip":"10.0.0.1","interfaces":["name=ens19,hello_multiplier=3","name=ens20,ip=10.1.0.1/31"],"digest":"abc"},
+			{"fabric_id":"ospf1","node_id":"pve2","protocol":"ospf","ip":"10.0.1.1","interfaces":["name=ens21"]}]`, nil},
+		{"ospf interface with an openfabric key", `[
+			{"fabric_id":"ospf1","node_id":"pve2","protocol":"ospf","interfaces":["name=ens21,hello_multiplier=3"]}]`, []string{"data[].interfaces[] format"}},
+		{"bad node name", `[{"fabric_id":"fab1","node_id":"pve_1","protocol":"openfabric"}]`, []string{"data[].node_id format"}},
+		{"unknown protocol", `[{"fabric_id":"fab1","node_id":"pve1","protocol":"bgp","interfaces":[]}]`, []string{"data[].protocol enum"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			vs, err := c.Check("/cluster/sdn/fabrics/node", "GET", []byte(tc.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, v := range vs {
+				got = append(got, v.Path+" "+string(v.Rule))
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %q want %q (%+v)", got, tc.want, vs)
+			}
+		})
+	}
+}

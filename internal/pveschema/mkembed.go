@@ -18,7 +18,7 @@ import (
 var prose = map[string]bool{
 	"description": true, "verbose_description": true, "format_description": true,
 	"typetext": true, "links": true, "renderer": true, "title": true,
-	"default": true, "default_key": true, "keyAlias": true, "completion": true,
+	"default": true, "completion": true,
 }
 
 func strip(s any) any {
