@@ -129,10 +129,15 @@ func (n *node) lookup(k string) *node {
 type compiler struct {
 	unchecked map[string]struct{}
 	patterns  map[string]*regexp.Regexp
+	// method collects what the method being compiled cannot check.
+	method map[string]struct{}
 }
 
 func (c *compiler) skip(what string) {
 	c.unchecked[what] = struct{}{}
+	if c.method != nil {
+		c.method[what] = struct{}{}
+	}
 }
 
 // perlTruthy is Perl's truth of a decoded JSON scalar.
@@ -360,9 +365,10 @@ func (c *compiler) propertyString(f map[string]any) *node {
 // template form ("/nodes/{node}/network/{iface}") and method. It is
 // immutable and safe for concurrent use by the compare workers.
 type Checker struct {
-	methods   map[string]*node
-	unchecked []string
-	source    Source
+	methods         map[string]*node
+	unchecked       []string
+	uncheckedMethod map[string][]string
+	source          Source
 }
 
 // Compile builds a Checker from a parsed schema. It is meant to run once
@@ -375,9 +381,14 @@ func Compile(s *Schema) (*Checker, error) {
 		return nil, fmt.Errorf("empty schema")
 	}
 	c := &compiler{unchecked: map[string]struct{}{}, patterns: map[string]*regexp.Regexp{}}
-	ch := &Checker{methods: make(map[string]*node, len(s.returns))}
+	ch := &Checker{methods: make(map[string]*node, len(s.returns)), uncheckedMethod: map[string][]string{}}
 	for key, ret := range s.returns {
+		c.method = map[string]struct{}{}
 		ch.methods[key] = c.node(ret)
+		for u := range c.method {
+			ch.uncheckedMethod[key] = append(ch.uncheckedMethod[key], u)
+		}
+		sort.Strings(ch.uncheckedMethod[key])
 	}
 	for u := range c.unchecked {
 		ch.unchecked = append(ch.unchecked, u)
@@ -391,6 +402,12 @@ func Compile(s *Schema) (*Checker, error) {
 // patterns Go's regexp cannot express. They are never violations; status
 // and the log show them so that nobody mistakes "no violation" for "checked".
 func (c *Checker) Unchecked() []string { return append([]string(nil), c.unchecked...) }
+
+// UncheckedIn is Unchecked for one method: what its answers' check skips
+// (for status, next to the templates compare covers).
+func (c *Checker) UncheckedIn(template, method string) []string {
+	return append([]string(nil), c.uncheckedMethod[methodKey(template, method)]...)
+}
 
 // Has reports whether the schema describes the answer of method on
 // template. The router's catalogue has SDN endpoints (prefix lists, route
