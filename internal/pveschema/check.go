@@ -51,7 +51,8 @@ type Violation struct {
 	// empty for an absent value, "(redacted)" under a key that may hold a
 	// secret).
 	Example string `json:"example"`
-	// Message says what PVE's checker would have said.
+	// Message says what PVE's checker would have said, without the
+	// answer's text (only Example carries that, cut and redacted).
 	Message string `json:"message"`
 }
 
@@ -298,6 +299,9 @@ func (w *walker) scalar(text string, v any, n *node) {
 	}
 	if n.propFormat != nil {
 		if msg := checkPropertyString(n.propFormat, text); msg != "" {
+			if n.propFormat.secretKeys {
+				v = redacted
+			}
 			w.add(RuleFormat, v, "invalid format - "+msg)
 			return
 		}
@@ -329,7 +333,9 @@ func (w *walker) scalar(text string, v any, n *node) {
 		}
 	}
 	if n.enum != nil && !contains(n.enum, text) {
-		w.add(RuleEnum, v, "value '"+text+"' does not have a value in the enumeration '"+n.enumText+"'")
+		// The value itself is in Example, cut and redacted; messages
+		// never carry answer text.
+		w.add(RuleEnum, v, "value does not have a value in the enumeration '"+n.enumText+"'")
 	}
 }
 
@@ -466,7 +472,7 @@ func (w *walker) typedOneOf(val map[string]any, n *node) {
 	}
 	variant := n.variants[scalarText(tv)]
 	if variant == nil {
-		w.add(RuleEnum, tv, "'"+scalarText(tv)+"' is not a valid oneOf variant")
+		w.add(RuleEnum, tv, "the type is not a valid oneOf variant")
 		return
 	}
 	if !w.typeCheck(val, variant) {
@@ -593,21 +599,37 @@ const maxExample = 96
 // never reach a report.
 var secretKeys = []string{"token", "secret", "password", "passwd", "key", "ticket", "csrf", "auth"}
 
+// redactedValue marks an example that must not be shown.
+type redactedValue struct{}
+
+var redacted any = redactedValue{}
+
+// secretName reports whether a key name may hold a credential.
+func secretName(name string) bool {
+	name = strings.ToLower(name)
+	for _, s := range secretKeys {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // example renders v for a report: JSON text, cut short, redacted under a
 // key that may hold a secret.
 func example(path string, v any) string {
 	if v == nil {
 		return ""
 	}
+	if _, ok := v.(redactedValue); ok {
+		return "(redacted)"
+	}
 	last := path
 	if i := strings.LastIndexByte(path, '.'); i >= 0 {
 		last = path[i+1:]
 	}
-	last = strings.ToLower(last)
-	for _, s := range secretKeys {
-		if strings.Contains(last, s) {
-			return "(redacted)"
-		}
+	if secretName(last) {
+		return "(redacted)"
 	}
 	var s string
 	switch x := v.(type) {

@@ -106,6 +106,7 @@ type node struct {
 	// string whose keys this object schema describes.
 	propFormat *node
 	defaultKey string // propFormat's key for a part without "key="
+	secretKeys bool   // a property-string format with a key that may hold a credential
 }
 
 type prop struct {
@@ -349,6 +350,9 @@ func (c *compiler) propertyString(f map[string]any) *node {
 	keys := make([]string, 0, len(f))
 	for k := range f {
 		keys = append(keys, k)
+		if secretName(k) {
+			n.secretKeys = true
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
