@@ -19,7 +19,9 @@ type Status struct {
 	Error     string   `json:"error,omitempty"`
 }
 
-// StatusOf describes c and the error Load returned with it.
+// StatusOf describes c and the error Load returned with it; Unchecked is
+// the whole schema's list (Conformance.Status narrows it to the methods
+// checked).
 func StatusOf(c *Checker, loadErr error) Status {
 	var st Status
 	if c != nil {
