@@ -322,7 +322,7 @@ func (w *walker) scalar(text string, v any, n *node) {
 		}
 	}
 	if (n.hasMax || n.hasMin) && isNumber(text) {
-		f, _ := strconv.ParseFloat(text, 64)
+		f := perlNumify(text)
 		if n.hasMax && f > n.max {
 			w.add(RuleRange, v, "value must have a maximum value of "+perlFloat(n.max))
 			return
@@ -541,21 +541,27 @@ func isNumber(s string) bool {
 	return reNumber.MatchString(s)
 }
 
-// scalarText is the string a Perl scalar decoded by JSON::XS has: a JSON
-// string as is, an integer literal as written, any other number as Perl
-// prints a double (%.15g: 1.0 is "1", 1e3 is "1000"), true and false as
-// 1 and 0 (only enum messages see those).
+// scalarText is the string a Perl scalar decoded by JSON::XS (PVE's JSON
+// backend) has: a JSON string as is, an integer literal as written, any
+// other number as Perl prints a double (%.15g: 1.0 is "1", 1e3 is "1000"),
+// true and false as 1 and 0.
 func scalarText(v any) string {
 	switch x := v.(type) {
 	case string:
 		return x
 	case json.Number:
+		// JSON::XS keeps an integer literal's text whatever its size
+		// (beyond 64 bits as a string), reads -0 as 0, and turns any
+		// other number into a double (1e400 is Inf).
 		s := string(x)
-		if isInteger(s) && len(s) <= 18 {
+		if isInteger(s) {
+			if s == "-0" {
+				return "0"
+			}
 			return s
 		}
 		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return s
 		}
 		return perlFloat(f)
@@ -574,6 +580,17 @@ func scalarText(v any) string {
 		return ""
 	}
 	return fmt.Sprint(v)
+}
+
+// perlNumify is the numeric value Perl gives a string that is_number
+// accepted: its final newline ignored, and 0 for other scripts' digits
+// (which \d accepts but Perl's numification does not read).
+func perlNumify(s string) float64 {
+	f, err := strconv.ParseFloat(strings.TrimSuffix(s, "\n"), 64)
+	if err != nil {
+		return 0
+	}
+	return f
 }
 
 // perlFloat prints a double as Perl does (%.15g).
