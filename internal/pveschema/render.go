@@ -12,11 +12,18 @@ import (
 // which schema is in force and what it cannot check. Error is the load
 // error of the configured file, if any (the embedded schema then serves).
 type Status struct {
-	Source    string   `json:"source"`
-	Version   string   `json:"version"`
-	Methods   int      `json:"methods"`
+	// Source is "embedded" or the schema file's path.
+	Source string `json:"source"`
+	// Version is "PVE 9.1.3" or the file's "sha256:..." digest.
+	Version string `json:"version"`
+	// Methods is how many method+path pairs the schema describes.
+	Methods int `json:"methods"`
+	// Unchecked lists schema parts whose checks are skipped (never
+	// violations).
 	Unchecked []string `json:"unchecked,omitempty"`
-	Error     string   `json:"error,omitempty"`
+	// Error is the configured file's load error; the embedded schema
+	// serves while it is set.
+	Error string `json:"error,omitempty"`
 }
 
 // StatusOf describes c and the error Load returned with it; Unchecked is

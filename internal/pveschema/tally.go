@@ -81,13 +81,20 @@ func (t *Tally) Dropped() int64 {
 
 // ReportViolation is one row of the compare report's schema list.
 type ReportViolation struct {
+	// Template is the router's template, e.g. "/nodes/{node}/network".
 	Template string `json:"template"`
-	Method   string `json:"method"`
-	Backend  string `json:"backend"`
-	Path     string `json:"path"`
-	Rule     Rule   `json:"rule"`
-	Count    int64  `json:"count"`
-	Example  string `json:"example"`
+	// Method is the HTTP method (GET for compare jobs).
+	Method string `json:"method"`
+	// Backend is "perl" or "rust".
+	Backend string `json:"backend"`
+	// Path is the field, as Violation.Path.
+	Path string `json:"path"`
+	// Rule is the rule broken.
+	Rule Rule `json:"rule"`
+	// Count is how many answers broke it.
+	Count int64 `json:"count"`
+	// Example is the first offending value seen (cut, redacted).
+	Example string `json:"example"`
 	// Baseline is true when perl's answers break the same rule at the same
 	// path of the same method: PVE's own behaviour, not rust's fault.
 	Baseline bool `json:"baseline"`
@@ -96,8 +103,11 @@ type ReportViolation struct {
 // Report is the `schema` object of /compare.json and
 // `migration-ctl compare --json`.
 type Report struct {
-	Source     string            `json:"source"`
-	Version    string            `json:"version"`
+	// Source is "embedded" or the schema file's path.
+	Source string `json:"source"`
+	// Version is "PVE 9.1.3" or the file's "sha256:..." digest.
+	Version string `json:"version"`
+	// Violations are sorted rust-only first, never null in JSON.
 	Violations []ReportViolation `json:"violations"`
 }
 
