@@ -94,7 +94,7 @@ type node struct {
 	typeProperty     string
 	instanceTypes    []string
 	hasInstanceTypes bool
-	oneOf            []*node // legacy property-level oneOf
+	oneOf            []*node // alternatives: property-level (type-property) or typed variants
 	typedOneOf       bool    // oneOf with type-property-schema (check_one_of)
 	typePropSchema   *node
 	variants         map[string]*node // by instance-type
@@ -179,6 +179,9 @@ func (c *compiler) node(s map[string]any) *node {
 	n := &node{minLen: -1, maxLen: -1}
 	switch t := s["type"].(type) {
 	case string:
+		if !perlTrue(t) { // check_type: `return 1 if !$type`
+			break
+		}
 		n.types = []kind{kindOf(t)}
 		n.typeNames = t
 		n.nullType = t == "null"
@@ -223,7 +226,7 @@ func (c *compiler) node(s map[string]any) *node {
 		// properties are the format's keys, extra keys refused.
 		n.propFormat = c.propertyString(f)
 	}
-	if p, ok := s["pattern"].(string); ok && p != "" {
+	if p, ok := s["pattern"].(string); ok && perlTrue(p) { // `if (my $pattern = ...)`
 		re, ok := c.patterns[p]
 		if !ok {
 			var err error
@@ -249,6 +252,9 @@ func (c *compiler) node(s map[string]any) *node {
 		n.max, n.hasMax = v, true
 	}
 	if e, ok := s["enum"].([]any); ok {
+		// An empty enum is still a (true) array reference in Perl: no
+		// value passes it.
+		n.enum = make([]string, 0, len(e))
 		for _, v := range e {
 			n.enum = append(n.enum, scalarText(v))
 		}

@@ -165,6 +165,9 @@ func TestRuleRequiredAndExtra(t *testing.T) {
 func TestRuleScalar(t *testing.T) {
 	runRuleCases(t, []ruleCase{
 		{"enum hit", `{"enum":["bridge","eth"]}`, `"eth"`, nil},
+		{"empty enum takes nothing", `{"enum":[]}`, `"eth"`, v("data", RuleEnum)},
+		{"pattern \"0\" is false in Perl: not checked", `{"pattern":"0"}`, `"x"`, nil},
+		{"type \"\" is false in Perl: not checked", `{"type":""}`, `[]`, nil},
 		{"enum miss", `{"enum":["bridge","eth"]}`, `"Eth"`, v("data", RuleEnum)},
 		{"enum compares as strings: number vs string", `{"enum":["1","2"]}`, `1`, nil},
 		{"enum compares as strings: schema numbers", `{"enum":[1,2]}`, `"2"`, nil},
