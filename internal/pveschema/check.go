@@ -71,7 +71,7 @@ func (c *Checker) Check(template, method string, data []byte) ([]Violation, erro
 	if !ok {
 		return nil, fmt.Errorf("%s %s: %w", method, template, ErrNoSchema)
 	}
-	v, err := decode(data)
+	v, err := decodeInterned(data, c.names)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: answer data: %w", method, template, err)
 	}
@@ -88,7 +88,7 @@ func (c *Checker) CheckBody(template, method string, body []byte) ([]Violation, 
 	if !ok {
 		return nil, fmt.Errorf("%s %s: %w", method, template, ErrNoSchema)
 	}
-	v, err := decode(body)
+	v, err := decodeInterned(body, c.names)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: answer body: %w", method, template, err)
 	}

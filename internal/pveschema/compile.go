@@ -370,6 +370,22 @@ func (c *compiler) propertyString(f map[string]any) *node {
 	return n
 }
 
+// collectNames adds the property names under n to names.
+func (n *node) collectNames(names map[string]string, depth int) {
+	if n == nil || depth > 32 {
+		return
+	}
+	for _, p := range n.props {
+		names[p.name] = p.name
+		p.node.collectNames(names, depth+1)
+	}
+	n.items.collectNames(names, depth+1)
+	n.extraNode.collectNames(names, depth+1)
+	for _, a := range n.oneOf {
+		a.collectNames(names, depth+1)
+	}
+}
+
 // Checker is a compiled schema: every method's return schema with its
 // regular expressions and formats resolved, looked up by the router's
 // template form ("/nodes/{node}/network/{iface}") and method. It is
@@ -379,6 +395,9 @@ type Checker struct {
 	unchecked       []string
 	uncheckedMethod map[string][]string
 	source          Source
+	// names are every property name of the schema (and the envelope's),
+	// for the decoder to intern.
+	names map[string]string
 }
 
 // Compile builds a Checker from a parsed schema. It is meant to run once
@@ -399,6 +418,10 @@ func Compile(s *Schema) (*Checker, error) {
 			ch.uncheckedMethod[key] = append(ch.uncheckedMethod[key], u)
 		}
 		sort.Strings(ch.uncheckedMethod[key])
+	}
+	ch.names = map[string]string{"data": "data", "success": "success", "total": "total", "changes": "changes", "message": "message", "status": "status", "errors": "errors"}
+	for _, n := range ch.methods {
+		n.collectNames(ch.names, 0)
 	}
 	for u := range c.unchecked {
 		ch.unchecked = append(ch.unchecked, u)

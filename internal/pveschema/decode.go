@@ -18,8 +18,13 @@ const maxDepth = 10000
 // against each other), at a fraction of the cost: no reflection, map sizes
 // known before the map is made. The schema check is cheap; decoding is most
 // of what a worker pays per answer.
-func decode(b []byte) (any, error) {
-	d := decoder{b: b}
+func decode(b []byte) (any, error) { return decodeInterned(b, nil) }
+
+// decodeInterned is decode with object keys that are in names taken from
+// it instead of allocated: a compiled schema's property names cover almost
+// every key of an answer.
+func decodeInterned(b []byte, names map[string]string) (any, error) {
+	d := decoder{b: b, names: names}
 	d.space()
 	v, err := d.value(0)
 	if err != nil {
@@ -39,6 +44,8 @@ type decoder struct {
 	// a map is made once with its final size.
 	keys []string
 	vals []any
+	// names interns object keys (nil: none).
+	names map[string]string
 }
 
 func (d *decoder) errorf(format string, args ...any) error {
@@ -114,7 +121,7 @@ func (d *decoder) object(depth int) (any, error) {
 		if d.b[d.i] != '"' {
 			return nil, d.errorf("object key is not a string")
 		}
-		k, err := d.str()
+		k, err := d.key()
 		if err != nil {
 			return nil, err
 		}
@@ -237,6 +244,28 @@ func (d *decoder) number() (any, error) {
 		}
 	}
 	return json.Number(d.b[start:d.i]), nil
+}
+
+// key decodes an object key, interned when it is a plain string the
+// schema names (the lookup with string(bytes) does not allocate).
+func (d *decoder) key() (string, error) {
+	if d.names != nil {
+		start := d.i + 1
+		for j := start; j < len(d.b); j++ {
+			c := d.b[j]
+			if c == '"' {
+				if k, ok := d.names[string(d.b[start:j])]; ok {
+					d.i = j + 1
+					return k, nil
+				}
+				break
+			}
+			if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+				break
+			}
+		}
+	}
+	return d.str()
 }
 
 // str decodes a string the way encoding/json does: escapes resolved,

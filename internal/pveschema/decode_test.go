@@ -33,6 +33,7 @@ var decodeSeeds = []string{
 	"\"\xff\xfe\"", "\"a\x01\"", `-0`, `0.5e-3`, `1E+2`, `01`, `1.`, `.5`, `-`, `1e`, `tru`, `nul`, `true x`,
 	`{"a":1,"a":2}`, `{"a" 1}`, `{1:2}`, `[1,]`, `{"a":1,}`, `  [ 1 , 2 ]  `, ``, ` `, `"\u12"`, `"\x"`, `"abc`,
 	`{"a":[1,{"b":"c"}],"d":{"e":[]}}`, "\"\xe2\x82\"", `1 2`, `[1 2]`,
+	`{"iface":1,"iface\u0041":2,"a\"b":3,"é":4,"data":{"a"}}`, `{"iface"`, `{"iface":`, `{"a\u0022b":1}`,
 }
 
 func TestDecodeMatchesEncodingJSON(t *testing.T) {
@@ -51,15 +52,19 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+var testNames = map[string]string{"data": "data", "iface": "iface", "a": "a", "é": "é", "a\"b": "a\"b"}
+
 func checkDecodeAgainstStd(t *testing.T, in []byte) {
 	t.Helper()
-	got, err := decode(in)
 	want, wantErr := stdDecode(in)
-	if (err == nil) != (wantErr == nil) {
-		t.Fatalf("input %q: decode err %v, encoding/json err %v", in, err, wantErr)
-	}
-	if err == nil && !reflect.DeepEqual(got, want) {
-		t.Fatalf("input %q:\n got %#v\nwant %#v", in, got, want)
+	for _, names := range []map[string]string{nil, testNames} {
+		got, err := decodeInterned(in, names)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("input %q (names %v): decode err %v, encoding/json err %v", in, names != nil, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("input %q (names %v):\n got %#v\nwant %#v", in, names != nil, got, want)
+		}
 	}
 }
 
