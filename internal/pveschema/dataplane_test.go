@@ -150,7 +150,7 @@ func TestAnswersThroughTheDataPlane(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- routerapp.Run(ctx, []string{"--config", conf, "--grpc-listen", grpcAddr, "--admin-listen", admin,
-			"--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust}, io.Discard, &stderr)
+			"--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust, "--node", "pve1", "--kill-switch", filepath.Join(filepath.Dir(conf), "kill"), "--state-file", "off"}, io.Discard, &stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()
