@@ -99,6 +99,8 @@ type Snapshot struct {
 	// LoadedAt is when the snapshot was loaded. Parse leaves it zero (it
 	// has no clock); Load, the Store and the watcher set it.
 	LoadedAt time.Time
+	// Compare is the [compare] table (shadow comparison), see compare.go.
+	Compare Compare
 }
 
 // Equal reports whether two snapshots configure the same behaviour and
@@ -233,6 +235,7 @@ func Parse(name string, data []byte, env func(string) string) (*Snapshot, error)
 		Warnings:       p.warnings,
 		Path:           name,
 		FileExists:     true,
+		Compare:        p.compareSnapshot(),
 	}
 	if s.Policy.Endpoints == nil {
 		s.Policy.Endpoints = map[string]routing.EndpointRule{}
@@ -294,9 +297,9 @@ func (b bytesProvider) Read() (map[string]any, error) {
 
 // Known keys per level, in the contract's order (used for "valid:" lists).
 var (
-	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints"}
+	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints", "compare"}
 	featureKeys  = []string{"enable_sdn_migration", "enable_advanced_networking"}
-	endpointKeys = []string{"use_rust", "fallback_on_error", "rust_timeout", "rust_methods"}
+	endpointKeys = []string{"use_rust", "fallback_on_error", "rust_timeout", "rust_methods", "compare_ignore"}
 	methodNames  = []string{"GET", "POST", "PUT", "DELETE"}
 )
 
@@ -307,6 +310,7 @@ type parser struct {
 	envLayer  map[string]any
 	endpoints map[string]routing.EndpointRule
 	token     Secret
+	cmp       compareParse
 	problems  []Problem
 	warnings  []Problem
 }
@@ -370,6 +374,8 @@ func (p *parser) fileTables(raw map[string]any) {
 			p.features(v)
 		case "endpoints":
 			p.endpointTables(v)
+		case "compare":
+			p.compareTable(v)
 		default:
 			p.problem(key, valueText(v), unknownKey(key, "", topKeys))
 		}
@@ -504,6 +510,8 @@ func (p *parser) endpointRule(path, tmpl string, body map[string]any) routing.En
 			}
 		case "rust_methods":
 			r.RustMethods = p.methods(full, v)
+		case "compare_ignore":
+			p.compareIgnore(full, tmpl, v)
 		default:
 			p.problem(full, valueText(v), unknownKey(key, "endpoint", endpointKeys))
 		}
