@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/pve-migration/router/internal/compare"
 	"github.com/pve-migration/router/internal/outcome"
 )
 
@@ -24,6 +25,9 @@ type AdminOptions struct {
 	// Ready is the readiness Serve maintains; nil means /health only
 	// checks that a config is loaded.
 	Ready *Readiness
+	// Compare is the shadow comparison's report, served as /compare and
+	// /compare.json; nil shows an empty report.
+	Compare *compare.Report
 }
 
 // HealthView is the JSON of GET /health.
@@ -76,6 +80,7 @@ func NewAdminHandler(opts AdminOptions) http.Handler {
 			http.Error(w, "metrics are not enabled", http.StatusNotFound)
 		})
 	}
+	registerCompare(mux, opts)
 	return mux
 }
 

@@ -61,6 +61,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock for durations; nil means time.Now.
 	Now func() time.Time
+	// Shadow receives sampled GETs and writes for the shadow comparison;
+	// nil compares nothing.
+	Shadow Shadower
 }
 
 // Processor is the ext_proc service (envoy.service.ext_proc.v3.
@@ -77,6 +80,7 @@ type Processor struct {
 	logger    *slog.Logger
 	now       func() time.Time
 	responses responseCache
+	shadow    Shadower
 }
 
 var _ extprocv3.ExternalProcessorServer = (*Processor)(nil)
@@ -84,7 +88,7 @@ var _ extprocv3.ExternalProcessorServer = (*Processor)(nil)
 // NewProcessor returns a Processor. It does no I/O; register it on a
 // grpc.Server with extprocv3.RegisterExternalProcessorServer (Serve does).
 func NewProcessor(opts Options) *Processor {
-	p := &Processor{config: opts.Config, obs: opts.Observer, lookup: opts.Lookup, logger: opts.Logger, now: opts.Now}
+	p := &Processor{config: opts.Config, obs: opts.Observer, lookup: opts.Lookup, logger: opts.Logger, now: opts.Now, shadow: opts.Shadow}
 	if p.config == nil {
 		p.config = func() *config.Snapshot { return nil }
 	}
@@ -183,6 +187,7 @@ type stream struct {
 	provisional         routing.Decision
 	body                []byte
 	bodyTooBig          bool
+	sh                  shadowState
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it
@@ -292,6 +297,10 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 			}
 			if s.contentType == "" {
 				s.contentType = ct
+			}
+		case "authorization", "cookie":
+			if s.p.shadow != nil {
+				s.shadowHeader(hv.GetKey(), headerBytes(hv))
 			}
 		}
 	}
@@ -451,6 +460,7 @@ func (s *stream) decide(d routing.Decision, ifaceType string, src outcome.TypeSo
 	}
 	s.dec.DecideDuration = s.p.now().Sub(s.dec.Start)
 	s.obsCtx = s.p.obs.Decided(s.ctx, &s.dec)
+	s.shadowDecided()
 	var perlTimeout time.Duration
 	if s.snap != nil {
 		perlTimeout = s.snap.PerlAPITimeout
@@ -485,6 +495,7 @@ func (s *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 	s.state = finished
 	s.p.obs.Finished(s.obsCtx, &s.dec, r)
 	s.invalidate()
+	s.shadowFinished(r.Status, r.ServedBy)
 }
 
 // invalidate drops cached interface types a write may have changed. It
@@ -528,6 +539,7 @@ func (s *stream) finish(err error) {
 		s.decideProvisional("stream ended before the body")
 	}
 	s.p.obs.Abandoned(s.obsCtx, &s.dec, reason)
+	s.shadowFinished(0, "")
 }
 
 // headerBytes reads a header value the way Envoy sends it: raw_value,

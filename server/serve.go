@@ -117,6 +117,8 @@ type ServeConfig struct {
 	Ready *Readiness
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Register adds further services to the server (the compare API).
+	Register []func(*grpc.Server)
 }
 
 // serverOptions are tuned for Envoy, which multiplexes every ext_proc
@@ -188,6 +190,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(ExtProcServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	srv := NewGRPCServer(cfg.Processor, cfg.Control, hs, cfg.ServerOptions...)
+	for _, reg := range cfg.Register {
+		reg(srv)
+	}
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()

@@ -162,8 +162,10 @@ type Summary struct {
 	Enabled       bool    `json:"enabled"`
 	Phase         string  `json:"phase,omitempty"`
 	SamplePercent float64 `json:"sample_percent"`
-	// Since is the start of the window the counts cover.
+	// Since and Until are the window the counts cover: from the router's
+	// start to the moment of the summary (Until is set by the face).
 	Since      time.Time         `json:"since"`
+	Until      time.Time         `json:"until"`
 	Templates  []TemplateSummary `json:"templates"`
 	Categories []CategorySummary `json:"categories"`
 }

@@ -56,6 +56,8 @@ type flags struct {
 	logLevel       string
 	logFormat      string
 	version        bool
+	comparePerlURL string
+	compareRustURL string
 }
 
 func newFlagSet(f *flags, stderr io.Writer) *flag.FlagSet {
@@ -83,6 +85,8 @@ func newFlagSet(f *flags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.StringVar(&f.comparePerlURL, "compare-perl-url", "", "pveproxy base URL the shadow comparison asks (default --perl-upstream, else perl_api_base_url)")
+	fs.StringVar(&f.compareRustURL, "compare-rust-url", "", "Rust daemon base URL the shadow comparison asks (default --rust-upstream)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `migration-router: the PVE network migration decision service (Envoy ext_proc),
 with an optional embedded data plane that plays Envoy's part.
@@ -124,6 +128,9 @@ func (f *flags) validate() error {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", f.logFormat))
 	}
 	if _, err := parseLevel(f.logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkCompareURLs(f); err != nil {
 		errs = append(errs, err)
 	}
 	if f.reloadInterval == 0 {
@@ -223,7 +230,11 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	if err != nil {
 		return fmt.Errorf("perl lookup: %w", err)
 	}
-	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: tel.Observer(), Lookup: lookup, Logger: logger})
+	shadowWorker, err := newShadow(f, store, tel, upTLS, logger)
+	if err != nil {
+		return err
+	}
+	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: tel.Observer(), Lookup: lookup, Logger: logger, Shadow: shadowWorker})
 	health, err := server.NewHealthChecker(server.HealthOptions{Config: store.Current, RustURL: f.rustUpstream, TLS: upTLS, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("health checker: %w", err)
@@ -231,7 +242,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	ready := &server.Readiness{}
 	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready})
 
-	errc := make(chan error, 6)
+	errc := make(chan error, 7)
 	running := 0
 	start := func(name string, fn func() error) {
 		running++
@@ -247,6 +258,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return config.Watch(ctx, store, config.WatchOptions{Path: path, Explicit: explicit, Env: os.Getenv, PollInterval: f.reloadInterval, Logger: logger})
 	})
 	start("health", func() error { health.Run(ctx); return nil })
+	start("compare", func() error { shadowWorker.Run(ctx); return nil })
 	grpcOpts, err := grpcTLS(f)
 	if err != nil {
 		return err
@@ -255,6 +267,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return server.Serve(ctx, server.ServeConfig{
 			Addr: f.grpcListen, Processor: proc, Control: control, Config: store.Current,
 			ServerOptions: append(tel.GRPCServerOptions(), grpcOpts...), Ready: ready, Logger: logger,
+			Register: compareServices(shadowWorker, store),
 		})
 	})
 	if f.proxyListen != "" {
@@ -268,7 +281,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		start("data plane", func() error { return dp(ctx) })
 	}
 	if f.adminListen != "" {
-		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready})
+		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Compare: shadowWorker.Report()})
 		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
 	}
 	logger.Info("migration-router started", "version", Version, "config", displayPath(snap), "phase", snap.Policy.Phase.String(),

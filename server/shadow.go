@@ -1,0 +1,119 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pve-migration/router/internal/shadow"
+	"github.com/pve-migration/router/routing"
+)
+
+// Shadower is the shadow comparison as the Processor feeds it
+// (*shadow.Worker). The Processor only reports what it sees: which GETs
+// were sampled and served with 200, and which writes are under way. All
+// methods must return at once: they run on the request path.
+type Shadower interface {
+	// Sample decides at request headers whether a GET of the category is
+	// shadowed; only then are the caller's credentials kept.
+	Sample(c routing.Category) bool
+	// Submit hands over a sampled GET answered 200; it never blocks.
+	Submit(j shadow.Job)
+	// WriteStarted and WriteDone bracket a write to a node ("" for the
+	// cluster), so that comparisons overlapping it are skipped.
+	WriteStarted(node string)
+	WriteDone(node string)
+}
+
+var _ Shadower = (*shadow.Worker)(nil)
+
+// HTTPClient returns the client the router uses for the PVE API, for other
+// parts of the program that talk to the backends (the shadow worker).
+func (o TLSOptions) HTTPClient() (*http.Client, error) { return o.httpClient() }
+
+// shadowState is a stream's part in the shadow comparison.
+type shadowState struct {
+	// sampled: a GET picked for comparison; auth and cookie hold the
+	// caller's credentials until the job is handed over.
+	sampled      bool
+	auth, cookie []byte
+	write        bool   // a write was announced with WriteStarted
+	writeNode    string // its node
+}
+
+// shadowHeader keeps a reference to a credential header (no copy: most
+// requests are not sampled).
+func (s *stream) shadowHeader(key string, v []byte) {
+	switch key {
+	case "authorization":
+		s.sh.auth = v
+	case "cookie":
+		s.sh.cookie = v
+	}
+}
+
+// shadowDecided runs after the decision: a GET is sampled or not, a write
+// in a network category is announced.
+func (s *stream) shadowDecided() {
+	sh := s.p.shadow
+	if sh == nil {
+		return
+	}
+	c := s.dec.Decision.Category
+	if s.dec.Method == "GET" {
+		s.sh.sampled = c != routing.NotNetwork && sh.Sample(c)
+		return
+	}
+	s.sh.auth, s.sh.cookie = nil, nil
+	if c == routing.NotNetwork || s.dec.Method == "HEAD" || s.dec.Method == "OPTIONS" {
+		return
+	}
+	s.sh.write, s.sh.writeNode = true, pathNode(s.dec.Path)
+	sh.WriteStarted(s.sh.writeNode)
+}
+
+// shadowFinished runs at the response headers (or when the stream ends
+// without them): a sampled GET answered 200 by a backend becomes a job;
+// an announced write is over.
+func (s *stream) shadowFinished(status int, servedBy string) {
+	sh := s.p.shadow
+	if sh == nil {
+		return
+	}
+	if s.sh.write {
+		s.sh.write = false
+		sh.WriteDone(s.sh.writeNode)
+	}
+	if !s.sh.sampled || status != http.StatusOK || servedBy == "" {
+		s.sh.sampled, s.sh.auth, s.sh.cookie = false, nil, nil
+		return
+	}
+	s.sh.sampled = false
+	sh.Submit(shadow.Job{
+		Category:      s.dec.Decision.Category,
+		Template:      s.dec.Decision.Template,
+		Path:          s.dec.Path,
+		RawQuery:      s.rawQuery,
+		ServedBy:      servedBy,
+		Node:          pathNode(s.dec.Path),
+		Authorization: string(s.sh.auth),
+		Cookie:        string(s.sh.cookie),
+		Trace:         trace.SpanContextFromContext(s.obsCtx),
+	})
+	s.sh.auth, s.sh.cookie = nil, nil
+}
+
+// pathNode is the {node} of a normalised /api2/<format>/nodes/{node}/...
+// path, "" for other paths (cluster-wide).
+func pathNode(clean string) string {
+	rest, ok := strings.CutPrefix(clean, "/api2/")
+	if !ok {
+		return ""
+	}
+	seg := strings.SplitN(rest, "/", 4)
+	if len(seg) < 3 || seg[1] != "nodes" {
+		return ""
+	}
+	return seg[2]
+}
