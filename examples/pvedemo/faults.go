@@ -32,6 +32,14 @@ type Faults struct {
 	// http.Handler, without Serve, cannot refuse and drops API requests'
 	// connections instead.
 	Refuse bool
+	// Diverge names a field (a key, or a compare path such as
+	// "data[].method" whose last name counts) that every GET answer of this
+	// backend alters wherever it appears: the shadow comparison must report
+	// it as a mismatch. "" is off.
+	Diverge string
+	// Noise names a field that every GET answer gives a fresh random
+	// value: on both backends it must count as noise, not as a mismatch.
+	Noise string
 }
 
 type faultsJSON struct {
@@ -39,11 +47,13 @@ type faultsJSON struct {
 	Latency    string  `json:"latency"`
 	Refuse     bool    `json:"refuse"`
 	CrashAfter int64   `json:"crash_after"`
+	Diverge    string  `json:"diverge,omitempty"`
+	Noise      string  `json:"noise,omitempty"`
 }
 
 // MarshalJSON writes Latency as a duration string ("200ms").
 func (f Faults) MarshalJSON() ([]byte, error) {
-	return json.Marshal(faultsJSON{ErrorRate: f.ErrorRate, Latency: f.Latency.String(), Refuse: f.Refuse, CrashAfter: f.CrashAfter})
+	return json.Marshal(faultsJSON{ErrorRate: f.ErrorRate, Latency: f.Latency.String(), Refuse: f.Refuse, CrashAfter: f.CrashAfter, Diverge: f.Diverge, Noise: f.Noise})
 }
 
 // UnmarshalJSON reads the form MarshalJSON writes, so Go tests can decode
@@ -68,6 +78,8 @@ type faultsPatch struct {
 	Latency    *string  `json:"latency"`
 	Refuse     *bool    `json:"refuse"`
 	CrashAfter *int64   `json:"crash_after"`
+	Diverge    *string  `json:"diverge"`
+	Noise      *string  `json:"noise"`
 }
 
 func (p faultsPatch) apply(f Faults) (Faults, error) {
@@ -86,6 +98,12 @@ func (p faultsPatch) apply(f Faults) (Faults, error) {
 	}
 	if p.CrashAfter != nil {
 		f.CrashAfter = *p.CrashAfter
+	}
+	if p.Diverge != nil {
+		f.Diverge = *p.Diverge
+	}
+	if p.Noise != nil {
+		f.Noise = *p.Noise
 	}
 	return f, f.validate()
 }

@@ -692,6 +692,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) string {
 		s.applied[rt.method+" "+rt.template]++
 		s.mu.Unlock()
 	}
+	if r.Method == http.MethodGet {
+		res.data = s.alterAnswer(res.data)
+	}
 	writeResult(w, format, res)
 	return rt.template
 }
@@ -784,7 +787,7 @@ func (s *Server) debugMux() *http.ServeMux {
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
 			return
 		}
-		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse)
+		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse, "diverge", f.Diverge, "noise", f.Noise)
 		reply(w, f)
 	})
 	mux.HandleFunc("GET /debug/applied", func(w http.ResponseWriter, r *http.Request) { reply(w, s.Applied()) })
