@@ -103,6 +103,9 @@ type RequestRecord struct {
 	RequestID string    `json:"x-request-id,omitempty"`
 	// Status is the HTTP status sent; 0 means the connection was dropped.
 	Status int `json:"status"`
+	// Shadow is true for the router's shadow comparison requests
+	// (x-pve-shadow: 1), so a test can tell them from client traffic.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // Server is one demo backend. It is an http.Handler; Serve adds the
@@ -315,7 +318,7 @@ func (s *Server) Requests() []RequestRecord {
 }
 
 func (s *Server) record(r *http.Request, tmpl string, status int, at time.Time) {
-	rec := RequestRecord{Time: at, Method: r.Method, Path: r.URL.Path, Template: tmpl, RequestID: r.Header.Get("X-Request-Id"), Status: status}
+	rec := RequestRecord{Time: at, Method: r.Method, Path: r.URL.Path, Template: tmpl, RequestID: r.Header.Get("X-Request-Id"), Status: status, Shadow: r.Header.Get("X-Pve-Shadow") == "1"}
 	s.mu.Lock()
 	if len(s.reqs) < maxRequestLog {
 		s.reqs = append(s.reqs, rec)
