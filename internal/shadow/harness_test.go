@@ -110,7 +110,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e.url = "http://" + ln.Addr().String()
 	wg.Add(1)
-	go func() { defer wg.Done(); _ = p.Serve(ctx, dataplane.ServeOptions{Listener: ln, ShutdownTimeout: 2 * time.Second}) }()
+	go func() {
+		defer wg.Done()
+		_ = p.Serve(ctx, dataplane.ServeOptions{Listener: ln, ShutdownTimeout: 2 * time.Second})
+	}()
 	e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 30 * time.Second}
 	t.Cleanup(func() {
 		cancel()
