@@ -80,6 +80,7 @@ func init() {
 	commands = []*command{
 		statusCommand(), explainCommand(), validateCommand(), setPhaseCommand(), fallbackCommand(),
 		testPerlCommand(), testRustCommand(), generateConfigCommand(), completionCommand(),
+		compareCommand(),
 	}
 }
 
