@@ -117,6 +117,14 @@ func TestReport(t *testing.T) {
 	if c, _ := r.Window("sdn-read", end, time.Hour); c != 50 {
 		t.Errorf("errors counted as evidence: %d", c)
 	}
+	t.Run("a path counts once per job", func(t *testing.T) {
+		r := NewReport(t0)
+		two := Verdict{Result: Mismatch, Fields: []Field{{Path: "data[].m", Kind: KindValue}, {Path: "data[].m", Kind: KindValue}}}
+		r.Record("c", "/t", "GET", two, t0)
+		if f := r.Summary().Templates[0].Fields; len(f) != 1 || f[0].Count != 1 {
+			t.Errorf("fields = %+v, want data[].m counted once", f)
+		}
+	})
 	if c, _ := r.Window("node-network-read", end.Add(2*time.Hour), time.Hour); c != 0 {
 		t.Errorf("stale buckets counted: %d", c)
 	}

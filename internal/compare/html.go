@@ -20,6 +20,14 @@ var page = template.Must(template.New("compare").Funcs(template.FuncMap{
 	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"span": func(a, b time.Time) string { return b.Sub(a).Round(time.Second).String() },
 	"raw":  func(b []byte) string { return string(b) },
+	"anyReasons": func(ts []TemplateSummary) bool {
+		for _, t := range ts {
+			if len(t.Reasons) > 0 {
+				return true
+			}
+		}
+		return false
+	},
 }).Parse(`<!doctype html>
 <html lang="en">
 <head>
@@ -30,6 +38,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#eee}
+td{white-space:nowrap}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.bad td{background:#fde8e8}
 tr.ok td{background:#eaf6ea}
@@ -64,7 +73,7 @@ Before you advance a phase, let this run for a day and read the worst rows first
 {{end}}{{end}}</tbody>
 </table>
 
-{{if .Templates}}<h2>Errors and skips</h2>
+{{if anyReasons .Templates}}<h2>Errors and skips</h2>
 <table id="reasons">
 <thead><tr><th>template</th><th>reason</th><th>count</th></tr></thead>
 <tbody>

@@ -75,8 +75,13 @@ func (r *Report) Record(category, template, method string, v Verdict, now time.T
 	if v.Reason != "" {
 		t.reasons[v.Reason]++
 	}
+	seen := make(map[fieldKey]bool, len(v.Fields))
 	for _, f := range v.Fields {
 		fk := fieldKey{f.Path, f.Kind}
+		if seen[fk] {
+			continue // counted once per job: "in how many answers"
+		}
+		seen[fk] = true
 		fs := t.fields[fk]
 		if fs == nil {
 			if len(t.fields) >= maxFields {
@@ -185,7 +190,9 @@ type TemplateSummary struct {
 	Fields     []FieldSummary    `json:"fields"`
 }
 
-// FieldSummary is one field path's tally with its first example.
+// FieldSummary is one field path's tally with its first example. Count is
+// the number of jobs in which the path differed (an array element path
+// counts once per job however many elements differ).
 type FieldSummary struct {
 	Path    string  `json:"path"`
 	Count   uint64  `json:"count"`
