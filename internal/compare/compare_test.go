@@ -39,6 +39,8 @@ func TestCompare(t *testing.T) {
 		{"json ignores success", Input{Perl: ans(`{"data":1,"success":1}`), Rust: ans(`{"data":1,"success":0}`)}, Match, ""},
 		{"status", Input{Perl: ans(`{"data":1}`), Rust: Answer{Status: 501, Body: []byte(`{"data":null}`)}}, Mismatch, "(status):status"},
 		{"not json", Input{Perl: ans(`{"data":1}`), Rust: ans(`<html>`)}, Error, ""},
+		{"both the same non-JSON", Input{Perl: ans(`<html>`), Rust: ans(`<html>`)}, Error, ""},
+		{"noise when rust serves identical bytes", Input{Perl: ans(`{"data":{"t":1}}`), Rust: ans(`{"data":{"t":1}}`), Again: ans(`{"data":{"t":2}}`), ServedBy: "rust"}, Match, ""},
 		{"ignored", Input{Perl: ans(`{"data":[{"iface":"a","active":1}]}`), Rust: ans(`{"data":[{"iface":"a","active":0}]}`), Ignore: []string{"data[].active"}}, Match, ""},
 		{"ignore is not a prefix match", Input{Perl: ans(`{"data":{"active2":1}}`), Rust: ans(`{"data":{"active2":0}}`), Ignore: []string{"data.active"}}, Mismatch, "data.active2:value"},
 		{"noise on the serving side", Input{Perl: ans(`{"data":{"t":1,"x":1}}`), Rust: ans(`{"data":{"t":2,"x":1}}`), Again: ans(`{"data":{"t":3,"x":1}}`), ServedBy: "perl"}, Noise, "data.t:noise"},
