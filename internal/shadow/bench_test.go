@@ -31,19 +31,42 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 func BenchmarkClientLatency(b *testing.B) {
-	for _, c := range []struct{ name, cmp string }{
-		{"off", "enabled = false"},
-		{"100", "enabled = true\nsample_percent = 100\nmax_inflight = 4"},
-	} {
-		b.Run("compare="+c.name, func(b *testing.B) {
-			e := newEnv(b, envOpts{compare: c.cmp, queue: 1 << 16})
+	for _, load := range []struct {
+		name  string
+		every time.Duration
+	}{{"closed", 0}, {"paced-200rps", 5 * time.Millisecond}} {
+		for _, c := range []struct{ name, cmp string }{
+			{"off", "enabled = false"},
+			{"100", "enabled = true\nsample_percent = 100\nmax_inflight = 4"},
+		} {
+			b.Run("load="+load.name+"/compare="+c.name, func(b *testing.B) { benchClient(b, c.cmp, load.every) })
+		}
+	}
+}
+
+// benchClient sends b.N GETs one after the other: back to back (every = 0,
+// a closed loop that saturates the CPU) or one per tick of every (an open
+// loop at a steady rate, as PVE clients poll).
+func benchClient(b *testing.B, cmp string, every time.Duration) {
+	{
+		{
+			e := newEnv(b, envOpts{compare: cmp, queue: 1 << 16})
 			e.gets(50, 1, "perl", netList) // warm connections and caches
 			e.settle(e.worker.Stats().Submitted)
 			lat := make([]time.Duration, 0, b.N)
 			cpu0 := cpuTime(b)
 			jobs0 := e.worker.Stats().Submitted
+			var tick <-chan time.Time
+			if every > 0 {
+				tk := time.NewTicker(every)
+				defer tk.Stop()
+				tick = tk.C
+			}
 			b.ResetTimer()
 			for range b.N {
+				if tick != nil {
+					<-tick
+				}
 				t0 := time.Now()
 				if st, _ := e.do("GET", netList, ""); st != 200 {
 					b.Fatalf("status %d", st)
@@ -59,6 +82,6 @@ func BenchmarkClientLatency(b *testing.B) {
 			b.ReportMetric(q(0.99), "p99-µs")
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 			b.ReportMetric(float64(st.Submitted-jobs0)/float64(b.N), "shadowed/op")
-		})
+		}
 	}
 }

@@ -104,7 +104,15 @@ type Options struct {
 	Queue int
 	// Rand returns a number in [0, 100) for sampling; nil means math/rand.
 	Rand func() float64
+	// Delay holds each job back this long after its answer was served, so
+	// the shadow requests do not compete with the client's own response
+	// (still streaming its body when the job is queued); 0 means
+	// DefaultDelay, negative none.
+	Delay time.Duration
 }
+
+// DefaultDelay is Options.Delay's default.
+const DefaultDelay = 2 * time.Millisecond
 
 // Worker owns the queue and the pool. Its methods are safe for concurrent
 // use; Submit, Sample and the write notes never block.
@@ -141,6 +149,9 @@ func New(o Options) *Worker {
 	}
 	if o.Rand == nil {
 		o.Rand = func() float64 { return rand.Float64() * 100 }
+	}
+	if o.Delay == 0 {
+		o.Delay = DefaultDelay
 	}
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
@@ -284,6 +295,15 @@ func (w *Worker) maxInflight() int {
 // run does one job: the other backend and the serving one again, in
 // parallel, then the verdict.
 func (w *Worker) run(ctx context.Context, j Job) {
+	if w.o.Delay > 0 {
+		t := time.NewTimer(w.o.Delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
 	s := w.o.Config()
 	if s == nil {
 		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "no config"}, nil)
@@ -301,17 +321,13 @@ func (w *Worker) run(ctx context.Context, j Job) {
 	}
 	// The client's answer was never seen (Envoy sends the filter no
 	// response body), so the serving backend is asked twice: one answer
-	// stands for the client's, the other calibrates noise against it.
-	var (
-		wg                 sync.WaitGroup
-		oAns, first, again compare.Answer
-		oErr, fErr, aErr   error
-	)
-	wg.Add(3)
-	go func() { defer wg.Done(); oAns, oErr = w.get(ctx, otherURL, j, c) }()
-	go func() { defer wg.Done(); first, fErr = w.get(ctx, servingURL, j, c) }()
-	go func() { defer wg.Done(); again, aErr = w.get(ctx, servingURL, j, c) }()
-	wg.Wait()
+	// stands for the client's, the other calibrates noise against it. The
+	// other backend is asked in between, so both serving answers bracket
+	// it in time. One after the other, not in parallel: a burst of three
+	// requests would compete with clients' requests for the CPU.
+	first, fErr := w.get(ctx, servingURL, j, c)
+	oAns, oErr := w.get(ctx, otherURL, j, c)
+	again, aErr := w.get(ctx, servingURL, j, c)
 	if fErr == nil {
 		fErr = aErr
 	}
