@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -87,7 +89,8 @@ func fetchCompare(ctx context.Context, addr string, timeout time.Duration) ([]by
 }
 
 // writeCompareTable prints the report as /compare shows it: a header line,
-// the templates worst first, and under each its differing fields.
+// the templates worst first, their differing fields, and the reasons of
+// errors and skips.
 func writeCompareTable(w io.Writer, s compare.Summary, st style) {
 	state := "off"
 	if s.Enabled {
@@ -104,6 +107,7 @@ func writeCompareTable(w io.Writer, s compare.Summary, st style) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TEMPLATE\tMETHOD\tCOMPARED\tMATCHED\tMISMATCHED\tRATE\tNOISE\tERRORS\tSKIPPED")
+	var fields, reasons bool
 	for _, t := range s.Templates {
 		rate := "-"
 		if t.Compared > 0 {
@@ -114,12 +118,31 @@ func writeCompareTable(w io.Writer, s compare.Summary, st style) {
 			mis = st.bad(mis)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%d\t%d\t%d\n", t.Template, t.Method, t.Compared, t.Matched, mis, rate, t.Noise, t.Errors, t.Skipped)
-		for _, f := range t.Fields {
-			fmt.Fprintf(tw, "  %s\t%s\t%d\tperl %s\trust %s\t\t\t\t\n", f.Path, f.Kind, f.Count, f.Example.Perl, f.Example.Rust)
-		}
-		for r, n := range t.Reasons {
-			fmt.Fprintf(tw, "  (%s)\t\t%d\t\t\t\t\t\t\n", r, n)
-		}
+		fields = fields || len(t.Fields) > 0
+		reasons = reasons || len(t.Reasons) > 0
 	}
 	_ = tw.Flush()
+	if fields {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TEMPLATE\tPATH\tKIND\tCOUNT\tPERL\tRUST")
+		for _, t := range s.Templates {
+			for _, f := range t.Fields {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Template, f.Path, f.Kind, f.Count, f.Example.Perl, f.Example.Rust)
+			}
+		}
+		_ = tw.Flush()
+	}
+	if reasons {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TEMPLATE\tERROR OR SKIP\tCOUNT")
+		for _, t := range s.Templates {
+			rs := slices.Sorted(maps.Keys(t.Reasons))
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", t.Template, r, t.Reasons[r])
+			}
+		}
+		_ = tw.Flush()
+	}
 }

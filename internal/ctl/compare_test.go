@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func TestCompareCommand(t *testing.T) {
 		if worst < 0 || clean < 0 || worst > clean {
 			t.Errorf("not worst first:\n%s", r.stdout)
 		}
-		if !strings.Contains(r.stdout, `data[].mtu`) || !strings.Contains(r.stdout, `perl 1500`) || !strings.Contains(r.stdout, `rust "1500"`) {
+		if !regexp.MustCompile(`/nodes/\{node\}/network +data\[\]\.mtu +type +2 +1500 +"1500"`).MatchString(r.stdout) {
 			t.Errorf("field row missing:\n%s", r.stdout)
 		}
 	})
