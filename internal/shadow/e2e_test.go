@@ -116,6 +116,11 @@ func TestWritesNeverShadowedAndPerlOnlyServesPerl(t *testing.T) {
 		t.Fatalf("sdn apply: %d from %q", st, by)
 	}
 	e.settle(10)
+	// Shadow requests are no served traffic: the data plane saw only the
+	// client's 22 requests.
+	if n := e.proxy.Metrics().Requests; n != 22 {
+		t.Errorf("data plane counted %d requests, want the client's 22", n)
+	}
 	reqs := e.rust.Requests()
 	if len(reqs) == 0 {
 		t.Fatal("rust saw no shadow request at all")

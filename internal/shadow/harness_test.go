@@ -40,6 +40,7 @@ type env struct {
 	worker     *shadow.Worker
 	url        string
 	client     *http.Client
+	proxy      *dataplane.Proxy
 }
 
 type envOpts struct {
@@ -109,6 +110,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	e.url = "http://" + ln.Addr().String()
+	e.proxy = p
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/pve-migration/router/internal/compare"
 	"github.com/pve-migration/router/internal/config"
 	"github.com/pve-migration/router/routing"
@@ -176,5 +179,50 @@ func TestSample(t *testing.T) {
 				t.Errorf("Sample = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestSpanEvent: a job whose request was traced gets a span, child of the
+// request's, with a pve.migration.compare event carrying the result and
+// no credential.
+func TestSpanEvent(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	perl, rust := newBlocking(t, false), newBlocking(t, false)
+	w := New(Options{Config: snapWith(t, "enabled = true"), PerlURL: perl.URL, RustURL: rust.URL, Tracer: tp.Tracer("t")})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+	_, parent := tp.Tracer("t").Start(context.Background(), "request")
+	j := job()
+	j.Trace = parent.SpanContext()
+	parent.End()
+	w.Submit(j)
+	waitDone(t, w, 1)
+	var found bool
+	for _, s := range rec.Ended() {
+		if s.Name() == "request" {
+			continue
+		}
+		if s.Parent().SpanID() != j.Trace.SpanID() || s.SpanContext().TraceID() != j.Trace.TraceID() {
+			t.Errorf("compare span not a child of the request's")
+		}
+		for _, ev := range s.Events() {
+			if ev.Name != EventCompare {
+				continue
+			}
+			found = true
+			for _, a := range ev.Attributes {
+				if a.Key == "pve.migration.compare.result" && a.Value.AsString() != "match" {
+					t.Errorf("result %s", a.Value.AsString())
+				}
+				if strings.Contains(a.Value.Emit(), "s3cr3t") || strings.Contains(a.Value.Emit(), "t1ck3t") {
+					t.Errorf("credential in span: %v", a)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error("no pve.migration.compare event")
 	}
 }
