@@ -15,9 +15,10 @@ import (
 // were sampled and served with 200, and which writes are under way. All
 // methods must return at once: they run on the request path.
 type Shadower interface {
-	// Sample decides at request headers whether a GET of the category is
-	// shadowed; only then are the caller's credentials kept.
-	Sample(c routing.Category) bool
+	// Sample decides at request headers whether a GET of the category for
+	// the node ("" for cluster paths) is shadowed; only then are the
+	// caller's credentials kept.
+	Sample(c routing.Category, node string) bool
 	// Submit hands over a sampled GET answered 200; it never blocks.
 	Submit(j shadow.Job)
 	// WriteStarted and WriteDone bracket a write to a node ("" for the
@@ -62,7 +63,7 @@ func (s *stream) shadowDecided() {
 	}
 	c := s.dec.Decision.Category
 	if s.dec.Method == "GET" {
-		s.sh.sampled = c != routing.NotNetwork && sh.Sample(c)
+		s.sh.sampled = c != routing.NotNetwork && sh.Sample(c, pathNode(s.dec.Path))
 		return
 	}
 	s.sh.auth, s.sh.cookie = nil, nil

@@ -104,6 +104,10 @@ type Options struct {
 	Queue int
 	// Rand returns a number in [0, 100) for sampling; nil means math/rand.
 	Rand func() float64
+	// Node is this router's node name: a GET whose path names another node
+	// (pveproxy forwards it there, where that node's router decides) is not
+	// shadowed. "" treats every node as this one; "localhost" always is.
+	Node string
 	// Delay holds each job back this long after its answer was served, so
 	// the shadow requests do not compete with the client's own response
 	// (still streaming its body when the job is queued); 0 means
@@ -181,12 +185,16 @@ func (w *Worker) Stats() Stats {
 	return Stats{Submitted: w.submitted.Load(), Dropped: w.dropped.Load(), Done: w.done.Load(), Inflight: in, Queued: len(w.queue)}
 }
 
-// Sample decides, at request headers, whether a GET of category c is
-// shadowed: compare enabled, c listed, both backends known, and the dice
-// within sample_percent. Only then does the caller keep credentials.
-func (w *Worker) Sample(c routing.Category) bool {
+// Sample decides, at request headers, whether a GET of category c for node
+// ("" for cluster paths) is shadowed: compare enabled, c listed, the node
+// this one, both backends known, and the dice within sample_percent. Only
+// then does the caller keep credentials.
+func (w *Worker) Sample(c routing.Category, node string) bool {
 	s := w.o.Config()
 	if s == nil || !s.Compare.Wants(c) || w.o.RustURL == "" || (w.o.PerlURL == "" && s.PerlAPIBaseURL == "") {
+		return false
+	}
+	if w.o.Node != "" && node != "" && node != "localhost" && node != w.o.Node {
 		return false
 	}
 	p := s.Compare.SamplePercent

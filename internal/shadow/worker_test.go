@@ -163,19 +163,24 @@ func TestSample(t *testing.T) {
 		cat       routing.Category
 		rust      string
 		want      bool
+		node      string // the request's; this router is pve1
 	}{
-		{"off", "enabled = false\nsample_percent = 100", 0, routing.NodeNetworkRead, "http://r", false},
-		{"in", "enabled = true\nsample_percent = 10", 9.9, routing.NodeNetworkRead, "http://r", true},
-		{"out", "enabled = true\nsample_percent = 10", 10, routing.NodeNetworkRead, "http://r", false},
-		{"zero", "enabled = true\nsample_percent = 0", 0, routing.NodeNetworkRead, "http://r", false},
-		{"unlisted", "enabled = true\nsample_percent = 100\ncategories = [\"sdn-read\"]", 0, routing.NodeNetworkRead, "http://r", false},
-		{"write category", "enabled = true\nsample_percent = 100", 0, routing.NodeNetworkBasicWrite, "http://r", false},
-		{"no rust url", "enabled = true\nsample_percent = 100", 0, routing.NodeNetworkRead, "", false},
+		{"other node", "enabled = true\nsample_percent = 100", 0, routing.NodeNetworkRead, "http://r", false, "pve2"},
+		{"this node", "enabled = true\nsample_percent = 100", 0, routing.NodeNetworkRead, "http://r", true, "pve1"},
+		{"localhost", "enabled = true\nsample_percent = 100", 0, routing.NodeNetworkRead, "http://r", true, "localhost"},
+		{"cluster path", "enabled = true\nsample_percent = 100", 0, routing.SDNRead, "http://r", true, ""},
+		{"off", "enabled = false\nsample_percent = 100", 0, routing.NodeNetworkRead, "http://r", false, "pve1"},
+		{"in", "enabled = true\nsample_percent = 10", 9.9, routing.NodeNetworkRead, "http://r", true, "pve1"},
+		{"out", "enabled = true\nsample_percent = 10", 10, routing.NodeNetworkRead, "http://r", false, "pve1"},
+		{"zero", "enabled = true\nsample_percent = 0", 0, routing.NodeNetworkRead, "http://r", false, "pve1"},
+		{"unlisted", "enabled = true\nsample_percent = 100\ncategories = [\"sdn-read\"]", 0, routing.NodeNetworkRead, "http://r", false, "pve1"},
+		{"write category", "enabled = true\nsample_percent = 100", 0, routing.NodeNetworkBasicWrite, "http://r", false, "pve1"},
+		{"no rust url", "enabled = true\nsample_percent = 100", 0, routing.NodeNetworkRead, "", false, "pve1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := New(Options{Config: snapWith(t, tt.cmp), RustURL: tt.rust, Rand: func() float64 { return tt.roll }})
-			if got := w.Sample(tt.cat); got != tt.want {
+			w := New(Options{Config: snapWith(t, tt.cmp), RustURL: tt.rust, Node: "pve1", Rand: func() float64 { return tt.roll }})
+			if got := w.Sample(tt.cat, tt.node); got != tt.want {
 				t.Errorf("Sample = %v, want %v", got, tt.want)
 			}
 		})
