@@ -94,7 +94,9 @@ type Input struct {
 // Verdict is the outcome of one comparison.
 type Verdict struct {
 	Result Result
-	// Reason says why for Error and Skipped; empty otherwise.
+	// Reason says why for Error and Skipped; empty otherwise. It is one of
+	// a small set of fixed texts (it is a key of the report), never an
+	// answer's content.
 	Reason string
 	// Fields are the differences: mismatches (Kind other than noise) and
 	// the noise seen in this job (KindNoise), in path order.
@@ -116,12 +118,12 @@ func Compare(in Input) Verdict {
 	var pv, rv map[string]any
 	var err error
 	if pv, err = decode(in.Perl.Body); err != nil {
-		return Verdict{Result: Error, Reason: "perl answer is not a JSON object: " + err.Error()}
+		return Verdict{Result: Error, Reason: "perl answer is not a JSON object"}
 	}
 	var diffs []Field
 	if !bytes.Equal(in.Perl.Body, in.Rust.Body) {
 		if rv, err = decode(in.Rust.Body); err != nil {
-			return Verdict{Result: Error, Reason: "rust answer is not a JSON object: " + err.Error()}
+			return Verdict{Result: Error, Reason: "rust answer is not a JSON object"}
 		}
 		diffs = diffDecoded(in.Extjs, pv, rv)
 	}
@@ -141,7 +143,7 @@ func Compare(in Input) Verdict {
 			}
 			av, err := decode(in.Again.Body)
 			if err != nil {
-				return Verdict{Result: Error, Reason: in.ServedBy + " answer is not a JSON object: " + err.Error()}
+				return Verdict{Result: Error, Reason: in.ServedBy + " answer is not a JSON object"}
 			}
 			for _, f := range diffDecoded(in.Extjs, fv, av) {
 				if isDigest(f.Path) || ignored(f.Path, in.Ignore) || noise[f.Path] {

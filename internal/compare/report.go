@@ -11,6 +11,9 @@ import (
 // one bucket per second for this long.
 const MaxWindow = time.Hour
 
+// maxReasons bounds the distinct error and skip reasons kept per template.
+const maxReasons = 32
+
 // maxFields bounds the field paths kept per template, so that an answer
 // with ever-new paths cannot grow the report without limit.
 const maxFields = 256
@@ -73,7 +76,11 @@ func (r *Report) Record(category, template, method string, v Verdict, now time.T
 	}
 	t.counts[v.Result]++
 	if v.Reason != "" {
-		t.reasons[v.Reason]++
+		r := v.Reason
+		if _, ok := t.reasons[r]; !ok && len(t.reasons) >= maxReasons {
+			r = "other"
+		}
+		t.reasons[r]++
 	}
 	seen := make(map[fieldKey]bool, len(v.Fields))
 	for _, f := range v.Fields {
