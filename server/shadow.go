@@ -35,21 +35,24 @@ func (o TLSOptions) HTTPClient() (*http.Client, error) { return o.httpClient() }
 
 // shadowState is a stream's part in the shadow comparison.
 type shadowState struct {
-	// sampled: a GET picked for comparison; auth and cookie hold the
-	// caller's credentials until the job is handed over.
-	sampled      bool
-	auth, cookie []byte
-	write        bool   // a write was announced with WriteStarted
-	writeNode    string // its node
+	// sampled: a GET picked for comparison. auth and cookie point into
+	// the request headers message until the decision; for a sampled GET
+	// the credentials are then copied into authorization and cookieValue,
+	// which live until the job is handed over.
+	sampled                    bool
+	auth, cookie               []byte
+	authorization, cookieValue string
+	write                      bool   // a write was announced with WriteStarted
+	writeNode                  string // its node
 }
 
 // shadowHeader keeps a reference to a credential header (no copy: most
-// requests are not sampled).
+// requests are not sampled); the first of repeated headers counts.
 func (s *stream) shadowHeader(key string, v []byte) {
-	switch key {
-	case "authorization":
+	switch {
+	case key == "authorization" && s.sh.auth == nil:
 		s.sh.auth = v
-	case "cookie":
+	case key == "cookie" && s.sh.cookie == nil:
 		s.sh.cookie = v
 	}
 }
@@ -64,9 +67,14 @@ func (s *stream) shadowDecided() {
 	c := s.dec.Decision.Category
 	if s.dec.Method == "GET" {
 		s.sh.sampled = c != routing.NotNetwork && sh.Sample(c, pathNode(s.dec.Path))
-		return
+		if s.sh.sampled {
+			s.sh.authorization, s.sh.cookieValue = string(s.sh.auth), string(s.sh.cookie)
+		}
 	}
 	s.sh.auth, s.sh.cookie = nil, nil
+	if s.dec.Method == "GET" {
+		return
+	}
 	if c == routing.NotNetwork || s.dec.Method == "HEAD" || s.dec.Method == "OPTIONS" {
 		return
 	}
@@ -87,7 +95,7 @@ func (s *stream) shadowFinished(status int, servedBy string) {
 		sh.WriteDone(s.sh.writeNode)
 	}
 	if !s.sh.sampled || status != http.StatusOK || servedBy == "" {
-		s.sh.sampled, s.sh.auth, s.sh.cookie = false, nil, nil
+		s.sh.sampled, s.sh.authorization, s.sh.cookieValue = false, "", ""
 		return
 	}
 	s.sh.sampled = false
@@ -98,11 +106,11 @@ func (s *stream) shadowFinished(status int, servedBy string) {
 		RawQuery:      s.rawQuery,
 		ServedBy:      servedBy,
 		Node:          pathNode(s.dec.Path),
-		Authorization: string(s.sh.auth),
-		Cookie:        string(s.sh.cookie),
+		Authorization: s.sh.authorization,
+		Cookie:        s.sh.cookieValue,
 		Trace:         trace.SpanContextFromContext(s.obsCtx),
 	})
-	s.sh.auth, s.sh.cookie = nil, nil
+	s.sh.authorization, s.sh.cookieValue = "", ""
 }
 
 // pathNode is the {node} of a normalised /api2/<format>/nodes/{node}/...
