@@ -184,7 +184,7 @@ func (e *env) gets(n, conc int, want string, paths ...string) {
 // settle waits until every submitted job has a verdict.
 func (e *env) settle(submitted uint64) shadow.Stats {
 	e.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(120 * time.Second)
 	for {
 		st := e.worker.Stats()
 		if st.Submitted >= submitted && st.Done >= st.Submitted {
