@@ -449,6 +449,10 @@ func reason(err error) string {
 		return "canceled"
 	case strings.Contains(err.Error(), "connection refused"):
 		return "connection refused"
+	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:"):
+		return "TLS verification failed (--upstream-ca)"
+	case strings.Contains(err.Error(), "connection reset"), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection reset"
 	}
 	return "request failed"
 }

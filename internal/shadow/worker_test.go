@@ -231,3 +231,20 @@ func TestSpanEvent(t *testing.T) {
 		t.Error("no pve.migration.compare event")
 	}
 }
+
+// TestTLSFailureHasAReason: a backend whose certificate the shadow client
+// does not trust is an error with a reason an operator can act on.
+func TestTLSFailureHasAReason(t *testing.T) {
+	perl := newBlocking(t, false)
+	rust := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"data":1}`)) }))
+	defer rust.Close()
+	w := New(Options{Config: snapWith(t, "enabled = true"), PerlURL: perl.URL, RustURL: rust.URL})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+	w.Submit(job())
+	waitDone(t, w, 1)
+	if ts := w.Report().Summary().Templates[0]; ts.Errors != 1 || ts.Reasons["rust: TLS verification failed (--upstream-ca)"] != 1 {
+		t.Errorf("template %+v", ts)
+	}
+}
