@@ -1,9 +1,16 @@
 package routerapp
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,15 +57,25 @@ func newShadow(f *flags, store *config.Store, tel *telemetry.Telemetry, tlsOpts 
 	if err != nil {
 		return nil, fmt.Errorf("compare client: %w", err)
 	}
+	perlClient, err := pinnedClient(client, f.perlPin)
+	if err != nil {
+		return nil, fmt.Errorf("--perl-fingerprint: %w", err)
+	}
+	rustClient, err := pinnedClient(client, f.rustPin)
+	if err != nil {
+		return nil, fmt.Errorf("--rust-fingerprint: %w", err)
+	}
 	perl, rust := compareURLs(f)
 	w := shadow.New(shadow.Options{
-		Config:  store.Current,
-		PerlURL: perl,
-		RustURL: rust,
-		Client:  client,
-		Report:  compare.NewReport(time.Now()),
-		Tracer:  tel.TracerProvider().Tracer("github.com/pve-migration/router/internal/shadow"),
-		Logger:  logger,
+		Config:     store.Current,
+		PerlURL:    perl,
+		RustURL:    rust,
+		Client:     client,
+		PerlClient: perlClient,
+		RustClient: rustClient,
+		Report:     compare.NewReport(time.Now()),
+		Tracer:     tel.TracerProvider().Tracer("github.com/pve-migration/router/internal/shadow"),
+		Logger:     logger,
 	})
 	if rust == "" && store.Current().Compare.Enabled {
 		logger.Warn("[compare] is enabled but no rust URL is known: nothing is compared (set --compare-rust-url or --rust-upstream)")
@@ -73,4 +90,40 @@ func newShadow(f *flags, store *config.Store, tel *telemetry.Telemetry, tlsOpts 
 func compareServices(w *shadow.Worker, store *config.Store) []func(*grpc.Server) {
 	svc := server.NewCompareService(w.Report(), store.Current)
 	return []func(*grpc.Server){func(s *grpc.Server) { pb.RegisterCompareServiceServer(s, svc) }}
+}
+
+// pinnedClient is base verifying the server's leaf certificate by its
+// SHA-256 fingerprint instead of a CA, as the data plane does with
+// --perl-fingerprint and --rust-fingerprint; "" returns base.
+func pinnedClient(base *http.Client, fingerprint string) (*http.Client, error) {
+	if fingerprint == "" {
+		return base, nil
+	}
+	pin, err := hex.DecodeString(strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(fingerprint))))
+	if err != nil || len(pin) != sha256.Size {
+		return nil, fmt.Errorf("fingerprint %q: want a SHA-256 fingerprint as 32 hex bytes (AA:BB:...)", fingerprint)
+	}
+	tr, ok := base.Transport.(*http.Transport)
+	if !ok {
+		return nil, errors.New("the API client has no *http.Transport to pin")
+	}
+	tr = tr.Clone()
+	cfg := tr.TLSClientConfig.Clone()
+	if cfg == nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	cfg.InsecureSkipVerify = true //nolint:gosec // replaced by the pin check below
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: backend sent no certificate")
+		}
+		if got := sha256.Sum256(cs.PeerCertificates[0].Raw); !bytes.Equal(got[:], pin) {
+			return errors.New("tls: backend certificate does not match the pinned fingerprint")
+		}
+		return nil
+	}
+	tr.TLSClientConfig = cfg
+	c := *base
+	c.Transport = tr
+	return &c, nil
 }

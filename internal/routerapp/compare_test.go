@@ -3,10 +3,12 @@ package routerapp
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/pve-migration/router/examples/pvedemo"
 	pb "github.com/pve-migration/router/proto/pvemigration/v1"
+	"github.com/pve-migration/router/server"
 )
 
 // TestRunWithCompare runs the whole program with [compare] on against a
@@ -123,5 +126,45 @@ func TestCompareFlagErrors(t *testing.T) {
 				t.Fatalf("Run = %d, stderr %q", got, stderr.String())
 			}
 		})
+	}
+}
+
+// TestPinnedClient: the shadow comparison reaches a backend whose
+// certificate is pinned (--perl-fingerprint, --rust-fingerprint) and
+// refuses one that does not match.
+func TestPinnedClient(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	defer srv.Close()
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	var parts []string
+	for _, b := range sum {
+		parts = append(parts, fmt.Sprintf("%02X", b))
+	}
+	good := strings.Join(parts, ":")
+	bad := strings.Repeat("AB:", 31) + "AB"
+	base, err := server.TLSOptions{}.HTTPClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, pin string
+		ok        bool
+	}{{"no pin, unknown CA", "", false}, {"matching pin", good, true}, {"other pin", bad, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := pinnedClient(base, tc.pin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := c.Get(srv.URL)
+			if err == nil {
+				resp.Body.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("GET err = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+	if _, err := pinnedClient(base, "zz"); err == nil || !strings.Contains(err.Error(), `"zz"`) {
+		t.Errorf("bad fingerprint: %v", err)
 	}
 }

@@ -89,7 +89,9 @@ type Options struct {
 	// runs (Sample says no).
 	PerlURL, RustURL string
 	// Client sends the shadow requests; nil means a plain http.Client.
-	Client *http.Client
+	// PerlClient and RustClient, when set, replace it for one backend (a
+	// certificate pinned for that backend only).
+	Client, PerlClient, RustClient *http.Client
 	// Report receives every verdict; nil means a new one.
 	Report *compare.Report
 	// Check, when set, sees both backends' answers of every job.
@@ -141,6 +143,12 @@ func New(o Options) *Worker {
 	}
 	if o.Client == nil {
 		o.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if o.PerlClient == nil {
+		o.PerlClient = o.Client
+	}
+	if o.RustClient == nil {
+		o.RustClient = o.Client
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -322,10 +330,10 @@ func (w *Worker) run(ctx context.Context, j Job) {
 	if perlURL == "" {
 		perlURL = s.PerlAPIBaseURL
 	}
-	other, otherURL := "rust", w.o.RustURL
-	servingURL := perlURL
+	perl, rust := target{perlURL, w.o.PerlClient}, target{w.o.RustURL, w.o.RustClient}
+	other, otherT, servingT := "rust", rust, perl
 	if j.ServedBy == "rust" {
-		other, otherURL, servingURL = "perl", perlURL, w.o.RustURL
+		other, otherT, servingT = "perl", perl, rust
 	}
 	// The client's answer was never seen (Envoy sends the filter no
 	// response body), so the serving backend is asked twice: one answer
@@ -333,9 +341,9 @@ func (w *Worker) run(ctx context.Context, j Job) {
 	// other backend is asked in between, so both serving answers bracket
 	// it in time. One after the other, not in parallel: a burst of three
 	// requests would compete with clients' requests for the CPU.
-	first, fErr := w.get(ctx, servingURL, j, c)
-	oAns, oErr := w.get(ctx, otherURL, j, c)
-	again, aErr := w.get(ctx, servingURL, j, c)
+	first, fErr := w.get(ctx, servingT, j, c)
+	oAns, oErr := w.get(ctx, otherT, j, c)
+	again, aErr := w.get(ctx, servingT, j, c)
 	if fErr == nil {
 		fErr = aErr
 	}
@@ -404,12 +412,18 @@ func (w *Worker) finish(j Job, v compare.Verdict, _ error) {
 
 var errTooLarge = errors.New("answer over max_body_bytes")
 
-// get sends the shadow GET to base. The request carries only what the
+// target is a backend: its base URL and the client that reaches it.
+type target struct {
+	base   string
+	client *http.Client
+}
+
+// get sends the shadow GET to t. The request carries only what the
 // backend needs: the credentials and x-pve-shadow.
-func (w *Worker) get(ctx context.Context, base string, j Job, c config.Compare) (compare.Answer, error) {
+func (w *Worker) get(ctx context.Context, t target, j Job, c config.Compare) (compare.Answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	u := strings.TrimRight(base, "/") + j.Path
+	u := strings.TrimRight(t.base, "/") + j.Path
 	if j.RawQuery != "" {
 		u += "?" + j.RawQuery
 	}
@@ -425,7 +439,7 @@ func (w *Worker) get(ctx context.Context, base string, j Job, c config.Compare) 
 	if j.Cookie != "" {
 		req.Header.Set("Cookie", j.Cookie)
 	}
-	resp, err := w.o.Client.Do(req)
+	resp, err := t.client.Do(req)
 	if err != nil {
 		return compare.Answer{}, err
 	}
