@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -43,6 +44,19 @@ const EventCompare = "pve.migration.compare"
 
 // DefaultQueue is the number of jobs that may wait for a free slot.
 const DefaultQueue = 64
+
+// nodeBuckets is the number of write-tracking buckets.
+const nodeBuckets = 64
+
+// bucket is node's write-tracking bucket; 0 is the cluster's alone.
+func bucket(node string) int {
+	if node == "" {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(node))
+	return 1 + int(h.Sum32()%(nodeBuckets-1))
+}
 
 // Job is one served GET to compare. It holds the caller's credentials
 // until it has run; nothing else about it is secret.
@@ -130,8 +144,12 @@ type Worker struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	inflight int
-	gens     map[string]uint64 // node ("" = cluster) → write generation
-	writing  map[string]int    // node → writes in flight
+	// Write generations and writes in flight per node, in a fixed number
+	// of buckets by a hash of the node name (node names come from request
+	// paths, so a map could be grown by any client; two nodes sharing a
+	// bucket only cost a few extra skips). Bucket 0 is the cluster ("").
+	gens    [nodeBuckets]uint64
+	writing [nodeBuckets]int
 
 	submitted, dropped, done atomic.Uint64
 }
@@ -168,7 +186,7 @@ func New(o Options) *Worker {
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	w := &Worker{o: o, queue: make(chan Job, o.Queue), report: o.Report, gens: map[string]uint64{}, writing: map[string]int{}}
+	w := &Worker{o: o, queue: make(chan Job, o.Queue), report: o.Report}
 	if w.report == nil {
 		w.report = compare.NewReport(o.Now())
 	}
@@ -213,30 +231,31 @@ func (w *Worker) Sample(c routing.Category, node string) bool {
 // router has routed; jobs running meanwhile compare two different states
 // and are skipped. Every WriteStarted needs a WriteDone.
 func (w *Worker) WriteStarted(node string) {
+	b := bucket(node)
 	w.mu.Lock()
-	w.writing[node]++
-	w.gens[node]++
+	w.writing[b]++
+	w.gens[b]++
 	w.mu.Unlock()
 }
 
 // WriteDone notes that a write's answer came back (or it was abandoned).
 func (w *Worker) WriteDone(node string) {
+	b := bucket(node)
 	w.mu.Lock()
-	if w.writing[node]--; w.writing[node] <= 0 {
-		delete(w.writing, node)
+	if w.writing[b] > 0 {
+		w.writing[b]--
 	}
-	w.gens[node]++
+	w.gens[b]++
 	w.mu.Unlock()
 }
 
 // stateGen is the write generation a job on node depends on, and whether
 // a write that could change it is in flight. Caller holds mu.
 func (w *Worker) stateGen(node string) (uint64, bool) {
-	g := w.gens[""]
-	busy := w.writing[""] > 0
-	if node != "" {
-		g += w.gens[node]
-		busy = busy || w.writing[node] > 0
+	g, busy := w.gens[0], w.writing[0] > 0
+	if b := bucket(node); b != 0 {
+		g += w.gens[b]
+		busy = busy || w.writing[b] > 0
 	}
 	return g, busy
 }
@@ -249,7 +268,7 @@ func (w *Worker) Submit(j Job) {
 	g, busy := w.stateGen(j.Node)
 	w.mu.Unlock()
 	if busy {
-		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "write in flight"}, nil)
+		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "write in flight"})
 		return
 	}
 	j.gen = g
@@ -257,7 +276,7 @@ func (w *Worker) Submit(j Job) {
 	case w.queue <- j:
 	default:
 		w.dropped.Add(1)
-		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "queue full"}, nil)
+		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "queue full"})
 	}
 }
 
@@ -308,8 +327,8 @@ func (w *Worker) maxInflight() int {
 	return 1
 }
 
-// run does one job: the other backend and the serving one again, in
-// parallel, then the verdict.
+// run does one job: the serving backend, the other one and the serving one
+// again, one after the other, then the verdict.
 func (w *Worker) run(ctx context.Context, j Job) {
 	if w.o.Delay > 0 {
 		t := time.NewTimer(w.o.Delay)
@@ -322,7 +341,7 @@ func (w *Worker) run(ctx context.Context, j Job) {
 	}
 	s := w.o.Config()
 	if s == nil {
-		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "no config"}, nil)
+		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "no config"})
 		return
 	}
 	c := s.Compare
@@ -353,16 +372,16 @@ func (w *Worker) run(ctx context.Context, j Job) {
 	w.mu.Unlock()
 	switch {
 	case busy || g != j.gen:
-		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "write during job"}, nil)
+		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "write during job"})
 		return
 	case errors.Is(oErr, errTooLarge) || errors.Is(fErr, errTooLarge):
-		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "answer over max_body_bytes"}, nil)
+		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "answer over max_body_bytes"})
 		return
 	case oErr != nil:
-		w.finish(j, compare.Verdict{Result: compare.Error, Reason: other + ": " + reason(oErr)}, nil)
+		w.finish(j, compare.Verdict{Result: compare.Error, Reason: other + ": " + reason(oErr)})
 		return
 	case fErr != nil:
-		w.finish(j, compare.Verdict{Result: compare.Error, Reason: j.ServedBy + ": " + reason(fErr)}, nil)
+		w.finish(j, compare.Verdict{Result: compare.Error, Reason: j.ServedBy + ": " + reason(fErr)})
 		return
 	}
 	if w.o.Check != nil {
@@ -381,11 +400,11 @@ func (w *Worker) run(ctx context.Context, j Job) {
 	} else {
 		in.Perl, in.Rust = first, oAns
 	}
-	w.finish(j, compare.Compare(in), nil)
+	w.finish(j, compare.Compare(in))
 }
 
 // finish records a verdict and emits the span event.
-func (w *Worker) finish(j Job, v compare.Verdict, _ error) {
+func (w *Worker) finish(j Job, v compare.Verdict) {
 	w.report.Record(j.Category.String(), j.Template, "GET", v, w.o.Now())
 	w.done.Add(1)
 	if j.Trace.IsValid() {
