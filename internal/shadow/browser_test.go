@@ -19,7 +19,10 @@ import (
 // chromium-browser on $PATH ("" when there is none).
 func chromium() string {
 	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
+		if lp, err := exec.LookPath(p); err == nil {
+			return lp
+		}
+		return ""
 	}
 	for _, n := range []string{"chromium", "chromium-browser"} {
 		if p, err := exec.LookPath(n); err == nil {
