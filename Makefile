@@ -46,6 +46,10 @@ jaeger: ## build Jaeger v1.76.0 from the Go module proxy once (about 7 minutes),
 test-jaeger: ## end-to-end: decision spans in a real Jaeger (builds it first if needed)
 	scripts/jaeger.sh test
 
+.PHONY: test-browser
+test-browser: ## the /compare page in headless Chromium (installs Debian's chromium if missing)
+	scripts/chromium.sh test
+
 proto: ## regenerate the control API's Go code (installs protoc and plugins if missing)
 	scripts/proto.sh
 

@@ -126,7 +126,7 @@ cat <<EOF
 The PVE network migration switch is running (config: $config).
   data plane  $base      (plays Envoy's part; ${scheme^^}${k:+, self-signed: use curl -k})
   perl        http://$perl     rust  http://$rust     (demo backends, shared state in $tmp/state)
-  admin       http://$admin/status  /metrics  /health
+  admin       http://$admin/status  /metrics  /health  /compare
 ${jaeger_url:+  jaeger      $jaeger_url  (service pve-migration-router)
 }
 Try:
@@ -144,6 +144,11 @@ Try:
   curl -s http://$perl/debug/applied; curl -s http://$rust/debug/applied
   # roll back everything at once
   bin/migration-ctl set-phase perl-only --config $config
+  # shadow comparison: does rust answer like perl? (see /compare)
+  printf '\n[compare]\nenabled = true\nsample_percent = 100\n' >> $config
+  curl -s -X POST -d '{"diverge":"data[].method"}' http://$rust/debug/faults
+  for i in 1 2 3 4 5; do curl $o -o /dev/null $base/api2/json/nodes/pve1/network; done
+  bin/migration-ctl compare          # or open http://$admin/compare (HTML), /compare.json
 
 Logs are in $tmp. Ctrl-C stops everything.
 EOF

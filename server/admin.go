@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/pve-migration/router/internal/compare"
 	"github.com/pve-migration/router/internal/outcome"
 )
 
@@ -29,6 +30,9 @@ type AdminOptions struct {
 	Node NodeSource
 	// Gate supplies the gate's trips; nil shows none.
 	Gate GateSource
+	// Compare is the shadow comparison's report, served as /compare and
+	// /compare.json; nil shows an empty report.
+	Compare *compare.Report
 }
 
 // HealthView is the JSON of GET /health.
@@ -81,6 +85,7 @@ func NewAdminHandler(opts AdminOptions) http.Handler {
 			http.Error(w, "metrics are not enabled", http.StatusNotFound)
 		})
 	}
+	registerCompare(mux, opts)
 	return mux
 }
 

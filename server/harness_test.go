@@ -120,6 +120,7 @@ type harness struct {
 
 type harnessOpts struct {
 	lookup   server.TypeLookup
+	shadow   server.Shadower
 	client   extproctest.Options
 	shutdown time.Duration
 }
@@ -134,6 +135,7 @@ func newHarness(t testing.TB, snap *config.Snapshot, o harnessOpts) *harness {
 		Observer: h.obs,
 		Lookup:   o.lookup,
 		Logger:   logger,
+		Shadow:   o.shadow,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -65,6 +65,9 @@ type Options struct {
 	// kill switch, gate trips: localstate.State.Local). Nil means none:
 	// no node awareness, no kill switch, no trips.
 	Local func() routing.Local
+	// Shadow receives sampled GETs and writes for the shadow comparison;
+	// nil compares nothing.
+	Shadow Shadower
 }
 
 // Processor is the ext_proc service (envoy.service.ext_proc.v3.
@@ -82,6 +85,7 @@ type Processor struct {
 	now       func() time.Time
 	local     func() routing.Local
 	responses responseCache
+	shadow    Shadower
 }
 
 var _ extprocv3.ExternalProcessorServer = (*Processor)(nil)
@@ -89,7 +93,7 @@ var _ extprocv3.ExternalProcessorServer = (*Processor)(nil)
 // NewProcessor returns a Processor. It does no I/O; register it on a
 // grpc.Server with extprocv3.RegisterExternalProcessorServer (Serve does).
 func NewProcessor(opts Options) *Processor {
-	p := &Processor{config: opts.Config, obs: opts.Observer, lookup: opts.Lookup, logger: opts.Logger, now: opts.Now, local: opts.Local}
+	p := &Processor{config: opts.Config, obs: opts.Observer, lookup: opts.Lookup, logger: opts.Logger, now: opts.Now, local: opts.Local, shadow: opts.Shadow}
 	if p.config == nil {
 		p.config = func() *config.Snapshot { return nil }
 	}
@@ -208,6 +212,7 @@ type stream struct {
 	// currentTypeErr: the lookup of a PUT's interface failed (its type
 	// then counts as unknown: advanced).
 	currentTypeErr error
+	sh             shadowState
 }
 
 // zeroPolicy routes everything to Perl (its phase is perl-only); it
@@ -320,6 +325,9 @@ func (s *stream) onRequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		case "authorization", "cookie":
 			if canary {
 				s.noteCredential(hv.GetKey(), headerBytes(hv))
+			}
+			if s.p.shadow != nil {
+				s.shadowHeader(hv.GetKey(), headerBytes(hv))
 			}
 		case "upgrade":
 			upgrade = true
@@ -505,6 +513,7 @@ func (s *stream) decide(d routing.Decision, ifaceType string, src outcome.TypeSo
 	}
 	s.dec.DecideDuration = s.p.now().Sub(s.dec.Start)
 	s.obsCtx = s.p.obs.Decided(s.ctx, &s.dec)
+	s.shadowDecided()
 	var perlTimeout time.Duration
 	if s.snap != nil {
 		perlTimeout = s.snap.PerlAPITimeout
@@ -539,6 +548,7 @@ func (s *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 	s.state = finished
 	s.p.obs.Finished(s.obsCtx, &s.dec, r)
 	s.invalidate()
+	s.shadowFinished(r.Status, r.ServedBy)
 }
 
 // invalidate drops cached interface types a write may have changed. It
@@ -582,6 +592,7 @@ func (s *stream) finish(err error) {
 		s.decideProvisional("stream ended before the body")
 	}
 	s.p.obs.Abandoned(s.obsCtx, &s.dec, reason)
+	s.shadowFinished(0, "")
 }
 
 // headerBytes reads a header value the way Envoy sends it: raw_value,

@@ -120,6 +120,8 @@ type ServeConfig struct {
 	Ready *Readiness
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Register adds further services to the server (the compare API).
+	Register []func(*grpc.Server)
 }
 
 // serverOptions are tuned for Envoy, which multiplexes every ext_proc
@@ -193,6 +195,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	srv := NewGRPCServer(cfg.Processor, cfg.Control, hs, cfg.ServerOptions...)
 	if cfg.Rollout != nil {
 		pb.RegisterRolloutServiceServer(srv, cfg.Rollout)
+	}
+	for _, reg := range cfg.Register {
+		reg(srv)
 	}
 
 	runCtx, stopRun := context.WithCancel(ctx)

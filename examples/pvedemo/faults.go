@@ -39,6 +39,14 @@ type Faults struct {
 	// a network that loses the answer, and it shows whether anything in
 	// front of the backend sends the write again.
 	DropAfterWrite bool
+	// Diverge names a field (a key, or a compare path such as
+	// "data[].method" whose last name counts) that every GET answer of this
+	// backend alters wherever it appears: the shadow comparison must report
+	// it as a mismatch. "" is off.
+	Diverge string
+	// Noise names a field that every GET answer gives a fresh random
+	// value: on both backends it must count as noise, not as a mismatch.
+	Noise string
 }
 
 type faultsJSON struct {
@@ -47,11 +55,13 @@ type faultsJSON struct {
 	Refuse     bool    `json:"refuse"`
 	CrashAfter int64   `json:"crash_after"`
 	DropAfter  bool    `json:"drop_after_write"`
+	Diverge    string  `json:"diverge,omitempty"`
+	Noise      string  `json:"noise,omitempty"`
 }
 
 // MarshalJSON writes Latency as a duration string ("200ms").
 func (f Faults) MarshalJSON() ([]byte, error) {
-	return json.Marshal(faultsJSON{ErrorRate: f.ErrorRate, Latency: f.Latency.String(), Refuse: f.Refuse, CrashAfter: f.CrashAfter, DropAfter: f.DropAfterWrite})
+	return json.Marshal(faultsJSON{ErrorRate: f.ErrorRate, Latency: f.Latency.String(), Refuse: f.Refuse, CrashAfter: f.CrashAfter, DropAfter: f.DropAfterWrite, Diverge: f.Diverge, Noise: f.Noise})
 }
 
 // UnmarshalJSON reads the form MarshalJSON writes, so Go tests can decode
@@ -77,6 +87,8 @@ type faultsPatch struct {
 	Refuse     *bool    `json:"refuse"`
 	CrashAfter *int64   `json:"crash_after"`
 	DropAfter  *bool    `json:"drop_after_write"`
+	Diverge    *string  `json:"diverge"`
+	Noise      *string  `json:"noise"`
 }
 
 func (p faultsPatch) apply(f Faults) (Faults, error) {
@@ -98,6 +110,12 @@ func (p faultsPatch) apply(f Faults) (Faults, error) {
 	}
 	if p.DropAfter != nil {
 		f.DropAfterWrite = *p.DropAfter
+	}
+	if p.Diverge != nil {
+		f.Diverge = *p.Diverge
+	}
+	if p.Noise != nil {
+		f.Noise = *p.Noise
 	}
 	return f, f.validate()
 }

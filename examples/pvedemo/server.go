@@ -111,6 +111,9 @@ type RequestRecord struct {
 	RequestID string    `json:"x-request-id,omitempty"`
 	// Status is the HTTP status sent; 0 means the connection was dropped.
 	Status int `json:"status"`
+	// Shadow is true for the router's shadow comparison requests
+	// (x-pve-shadow: 1), so a test can tell them from client traffic.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // Server is one demo backend. It is an http.Handler; Serve adds the
@@ -328,7 +331,7 @@ func (s *Server) Requests() []RequestRecord {
 }
 
 func (s *Server) record(r *http.Request, tmpl string, status int, at time.Time) {
-	rec := RequestRecord{Time: at, Method: r.Method, Path: r.URL.Path, Template: tmpl, RequestID: r.Header.Get("X-Request-Id"), Status: status}
+	rec := RequestRecord{Time: at, Method: r.Method, Path: r.URL.Path, Template: tmpl, RequestID: r.Header.Get("X-Request-Id"), Status: status, Shadow: r.Header.Get("X-Pve-Shadow") == "1"}
 	s.mu.Lock()
 	if len(s.reqs) < maxRequestLog {
 		s.reqs = append(s.reqs, rec)
@@ -734,6 +737,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) string {
 		s.applied[rt.method+" "+rt.template]++
 		s.mu.Unlock()
 	}
+	if r.Method == http.MethodGet {
+		res.data = s.alterAnswer(res.data)
+	}
 	writeResult(w, format, res)
 	return rt.template
 }
@@ -826,7 +832,7 @@ func (s *Server) debugMux() *http.ServeMux {
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
 			return
 		}
-		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse, "drop_after_write", f.DropAfterWrite)
+		s.log.Info("faults changed", "error_rate", f.ErrorRate, "latency", f.Latency, "crash_after", f.CrashAfter, "refuse", f.Refuse, "drop_after_write", f.DropAfterWrite, "diverge", f.Diverge, "noise", f.Noise)
 		reply(w, f)
 	})
 	mux.HandleFunc("GET /debug/applied", func(w http.ResponseWriter, r *http.Request) { reply(w, s.Applied()) })

@@ -107,6 +107,8 @@ type Snapshot struct {
 	Digest string
 	// Gate is the `[gate]` table (its defaults when absent).
 	Gate Gate
+	// Compare is the [compare] table (shadow comparison), see compare.go.
+	Compare Compare
 }
 
 // Equal reports whether two snapshots configure the same behaviour and
@@ -243,6 +245,7 @@ func Parse(name string, data []byte, env func(string) string) (*Snapshot, error)
 		Warnings:       p.warnings,
 		Path:           name,
 		FileExists:     true,
+		Compare:        p.compareSnapshot(),
 	}
 	if s.Policy.Endpoints == nil {
 		s.Policy.Endpoints = map[string]routing.EndpointRule{}
@@ -305,9 +308,9 @@ func (b bytesProvider) Read() (map[string]any, error) {
 
 // Known keys per level, in the contract's order (used for "valid:" lists).
 var (
-	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints", "nodes", "gate", "canary"}
+	topKeys      = []string{"phase", "fallback_enabled", "fallback_timeout", "perl_api_base_url", "perl_api_timeout", "log_migration_decisions", "metrics_enabled", "features", "endpoints", "nodes", "gate", "canary", "compare"}
 	featureKeys  = []string{"enable_sdn_migration", "enable_advanced_networking"}
-	endpointKeys = []string{"use_rust", "fallback_on_error", "rust_timeout", "rust_methods"}
+	endpointKeys = []string{"use_rust", "fallback_on_error", "rust_timeout", "rust_methods", "compare_ignore"}
 	methodNames  = []string{"GET", "POST", "PUT", "DELETE"}
 )
 
@@ -321,6 +324,7 @@ type parser struct {
 	token     Secret
 	gate      Gate
 	canary    routing.Canary
+	cmp       compareParse
 	problems  []Problem
 	warnings  []Problem
 }
@@ -390,6 +394,8 @@ func (p *parser) fileTables(raw map[string]any) {
 			p.gateTable(v)
 		case "canary":
 			p.canaryTable(v)
+		case "compare":
+			p.compareTable(v)
 		default:
 			p.problem(key, valueText(v), unknownKey(key, "", topKeys))
 		}
@@ -524,6 +530,8 @@ func (p *parser) endpointRule(path, tmpl string, body map[string]any) routing.En
 			}
 		case "rust_methods":
 			r.RustMethods = p.methods(full, v)
+		case "compare_ignore":
+			p.compareIgnore(full, tmpl, v)
 		default:
 			p.problem(full, valueText(v), unknownKey(key, "endpoint", endpointKeys))
 		}

@@ -86,6 +86,7 @@ func init() {
 		statusCommand(), explainCommand(), validateCommand(), setPhaseCommand(), fallbackCommand(), killSwitchCommand(),
 		testPerlCommand(), testRustCommand(), generateConfigCommand(), completionCommand(),
 		planCommand(), advanceCommand(), gateCommand(),
+		compareCommand(),
 	}
 }
 

@@ -80,6 +80,26 @@ max_mismatch_rate = 0.01
 users = []
 percent = 0
 
+# Shadow comparison: after perl (or rust) has answered a sampled GET, ask the
+# other backend the same GET with the caller's credentials and report where
+# the answers differ ("migration-ctl compare", the admin port's /compare).
+# The client never waits for it. Run it for a day before you advance a phase.
+[compare]
+enabled = false
+# Percent of the eligible GETs that are compared.
+sample_percent = 10
+# Read categories only: node-network-read, sdn-read.
+categories = ["node-network-read", "sdn-read"]
+# Larger answers are skipped.
+max_body_bytes = 1048576
+# Seconds each shadow request may take.
+timeout = 5
+# Comparisons running at once; beyond a bounded queue they are dropped.
+max_inflight = 4
+# Check both answers against PVE's API schema (api_schema, else the built-in one).
+schema = true
+api_schema = "/usr/share/pve-docs/api-viewer/apidoc.js"
+
 # Per-endpoint rules, keyed by API template ("/api2/json/..." covers
 # "/api2/extjs/..." too; "migration-ctl explain" shows a request's template).
 #   use_rust           true promotes the template to Rust in any phase but
@@ -87,6 +107,7 @@ percent = 0
 #   rust_methods       limit a promotion to these methods (default: all)
 #   fallback_on_error  false turns fallback off for this template
 #   rust_timeout       seconds, instead of fallback_timeout
+#   compare_ignore     field paths the shadow comparison ignores ("data[].active")
 #
 # [endpoints."/api2/json/nodes/{node}/network"]
 # use_rust = true

@@ -64,6 +64,8 @@ type flags struct {
 	killSwitch     string
 	stateFile      string
 	stateInterval  time.Duration
+	comparePerlURL string
+	compareRustURL string
 }
 
 func newFlagSet(f *flags, stderr io.Writer) *flag.FlagSet {
@@ -95,6 +97,8 @@ func newFlagSet(f *flags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.killSwitch, "kill-switch", killswitch.DefaultPath, "node-local kill switch: while this file exists every request goes to perl")
 	fs.StringVar(&f.stateFile, "state-file", "", "this node's state file (default: CONFIGDIR/nodes/NODE/"+nodestate.FileName+"; \"off\": none)")
 	fs.DurationVar(&f.stateInterval, "state-interval", nodestate.DefaultInterval, "longest time between two writes of the state file")
+	fs.StringVar(&f.comparePerlURL, "compare-perl-url", "", "pveproxy base URL the shadow comparison asks (default --perl-upstream, else perl_api_base_url)")
+	fs.StringVar(&f.compareRustURL, "compare-rust-url", "", "Rust daemon base URL the shadow comparison asks (default --rust-upstream)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `migration-router: the PVE network migration decision service (Envoy ext_proc),
 with an optional embedded data plane that plays Envoy's part.
@@ -139,6 +143,9 @@ func (f *flags) validate() error {
 		errs = append(errs, err)
 	}
 	if err := f.validateNode(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkCompareURLs(f); err != nil {
 		errs = append(errs, err)
 	}
 	if f.reloadInterval == 0 {
@@ -249,7 +256,11 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	if err != nil {
 		return err
 	}
-	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: outcome.Tee(tel.Observer(), gt), Lookup: lookup, Logger: logger, Local: local.Local})
+	shadowWorker, err := newShadow(f, store, tel, upTLS, logger)
+	if err != nil {
+		return err
+	}
+	proc := server.NewProcessor(server.Options{Config: store.Current, Observer: outcome.Tee(tel.Observer(), gt), Lookup: lookup, Logger: logger, Local: local.Local, Shadow: shadowWorker})
 	health, err := server.NewHealthChecker(server.HealthOptions{Config: store.Current, RustURL: f.rustUpstream, TLS: upTLS, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("health checker: %w", err)
@@ -257,7 +268,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	ready := &server.Readiness{}
 	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt})
 
-	errc := make(chan error, 9)
+	errc := make(chan error, 10)
 	running := 0
 	start := func(name string, fn func() error) {
 		running++
@@ -275,6 +286,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	start("health", func() error { health.Run(ctx); return nil })
 	nodeRT.run(ctx, start)
 	start("gate", func() error { return gt.Run(ctx) })
+	start("compare", func() error { shadowWorker.Run(ctx); return nil })
 	grpcOpts, err := grpcTLS(f)
 	if err != nil {
 		return err
@@ -283,6 +295,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return server.Serve(ctx, server.ServeConfig{
 			Addr: f.grpcListen, Processor: proc, Control: control, Rollout: server.NewRolloutService(gt, store), Config: store.Current,
 			ServerOptions: append(tel.GRPCServerOptions(), grpcOpts...), Ready: ready, Logger: logger,
+			Register: compareServices(shadowWorker, store),
 		})
 	})
 	if f.proxyListen != "" {
@@ -296,7 +309,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		start("data plane", func() error { return dp(ctx) })
 	}
 	if f.adminListen != "" {
-		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt})
+		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt, Compare: shadowWorker.Report()})
 		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
 	}
 	logger.Info("migration-router started", "version", Version, "config", displayPath(snap), "phase", snap.Policy.Phase.String(),
