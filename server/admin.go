@@ -33,6 +33,9 @@ type AdminOptions struct {
 	// Compare is the shadow comparison's report, served as /compare and
 	// /compare.json; nil shows an empty report.
 	Compare *compare.Report
+	// Schema is the schema conformance shown with the comparison; nil
+	// shows none.
+	Schema SchemaSource
 }
 
 // HealthView is the JSON of GET /health.

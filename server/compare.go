@@ -10,13 +10,15 @@ import (
 
 	"github.com/pve-migration/router/internal/compare"
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/pveschema"
 	pb "github.com/pve-migration/router/proto/pvemigration/v1"
 )
 
 // CompareView is the comparison report as every face shows it: the
 // report's totals with the phase, sample rate and switch in force, and the
 // window ending now.
-func CompareView(r *compare.Report, snap *config.Snapshot, now time.Time) compare.Summary {
+// schema, when not nil, adds the schema conformance of the same answers.
+func CompareView(r *compare.Report, schema SchemaSource, snap *config.Snapshot, now time.Time) compare.Summary {
 	var s compare.Summary
 	if r != nil {
 		s = r.Summary()
@@ -29,7 +31,18 @@ func CompareView(r *compare.Report, snap *config.Snapshot, now time.Time) compar
 		s.Enabled = snap.Compare.Enabled
 		s.SamplePercent = snap.Compare.SamplePercent
 	}
+	if schema != nil && schema.Enabled() {
+		rep := schema.Report()
+		s.Schema = rep
+	}
 	return s
+}
+
+// SchemaSource is the schema conformance the compare workers feed
+// (pveschema.Conformance).
+type SchemaSource interface {
+	Enabled() bool
+	Report() *pveschema.Report
 }
 
 // registerCompare serves GET /compare (HTML) and GET /compare.json.
@@ -39,7 +52,7 @@ func registerCompare(mux *http.ServeMux, opts AdminOptions) {
 		if opts.Config != nil {
 			snap = opts.Config.Current()
 		}
-		return CompareView(opts.Compare, snap, time.Now())
+		return CompareView(opts.Compare, opts.Schema, snap, time.Now())
 	}
 	mux.HandleFunc("GET /compare.json", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, view())
@@ -62,12 +75,14 @@ func registerCompare(mux *http.ServeMux, opts AdminOptions) {
 type CompareService struct {
 	pb.UnimplementedCompareServiceServer
 	report *compare.Report
+	schema SchemaSource
 	config func() *config.Snapshot
 }
 
-// NewCompareService serves report under the config in force.
-func NewCompareService(report *compare.Report, cfg func() *config.Snapshot) *CompareService {
-	return &CompareService{report: report, config: cfg}
+// NewCompareService serves report (and schema, when not nil) under the
+// config in force.
+func NewCompareService(report *compare.Report, schema SchemaSource, cfg func() *config.Snapshot) *CompareService {
+	return &CompareService{report: report, schema: schema, config: cfg}
 }
 
 // GetCompare returns the report as JSON.
@@ -76,7 +91,7 @@ func (c *CompareService) GetCompare(context.Context, *pb.GetCompareRequest) (*pb
 	if c.config != nil {
 		snap = c.config()
 	}
-	b, err := json.Marshal(CompareView(c.report, snap, time.Now()))
+	b, err := json.Marshal(CompareView(c.report, c.schema, snap, time.Now()))
 	if err != nil {
 		return nil, fmt.Errorf("compare report: %w", err)
 	}

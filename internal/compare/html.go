@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"strings"
 	"time"
+
+	"github.com/pve-migration/router/internal/pveschema"
 )
 
 // page is the /compare report: plain HTML and CSS, no script, so it works
@@ -20,6 +23,15 @@ var page = template.Must(template.New("compare").Funcs(template.FuncMap{
 	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"span": func(a, b time.Time) string { return b.Sub(a).Round(time.Second).String() },
 	"raw":  func(b []byte) string { return string(b) },
+	// schema renders the schema section with pveschema's own template,
+	// which escapes every value taken from an answer.
+	"schema": func(r *pveschema.Report) (template.HTML, error) {
+		var b strings.Builder
+		if err := r.WriteHTML(&b); err != nil {
+			return "", err
+		}
+		return template.HTML(b.String()), nil
+	},
 	"anyReasons": func(ts []TemplateSummary) bool {
 		for _, t := range ts {
 			if len(t.Reasons) > 0 {
@@ -88,6 +100,7 @@ Before you advance a phase, let this run for a day and read the worst rows first
 {{range .Categories}}<tr><td>{{.Category}}</td><td class="n">{{.Compared}}</td><td class="n">{{.Matched}}</td><td class="n">{{.Mismatched}}</td><td class="n">{{.Noise}}</td><td class="n">{{.Errors}}</td><td class="n">{{.Skipped}}</td></tr>
 {{end}}</tbody>
 </table>
+{{if .Schema}}{{schema .Schema}}{{end}}
 <p><a href="/compare.json">/compare.json</a> has the same data; <code>migration-ctl compare</code> prints it as a table.</p>
 </body>
 </html>

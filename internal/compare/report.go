@@ -2,6 +2,7 @@ package compare
 
 import (
 	"encoding/json"
+	"github.com/pve-migration/router/internal/pveschema"
 	"sort"
 	"sync"
 	"time"
@@ -180,6 +181,10 @@ type Summary struct {
 	Until      time.Time         `json:"until"`
 	Templates  []TemplateSummary `json:"templates"`
 	Categories []CategorySummary `json:"categories"`
+	// Schema is the conformance of the same jobs' answers to PVE's API
+	// schema (both backends, perl's as the baseline); nil while schema
+	// checking is off. Filled by the face, like Phase.
+	Schema *pveschema.Report `json:"schema,omitempty"`
 }
 
 // TemplateSummary is one template's (and method's) tally.

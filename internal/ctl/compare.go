@@ -70,6 +70,10 @@ func (a *app) compare(addr string, timeout time.Duration, jsonOut bool) int {
 		return ExitOK
 	}
 	writeCompareTable(a.stdout, s, a.style)
+	if s.Schema != nil {
+		fmt.Fprintln(a.stdout)
+		_ = s.Schema.WriteText(a.stdout)
+	}
 	return ExitOK
 }
 

@@ -39,7 +39,7 @@ func startCompareRouter(t *testing.T) string {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	pb.RegisterCompareServiceServer(gs, server.NewCompareService(r, func() *config.Snapshot { return snap }))
+	pb.RegisterCompareServiceServer(gs, server.NewCompareService(r, nil, func() *config.Snapshot { return snap }))
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 	return lis.Addr().String()

@@ -252,11 +252,12 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 	// kill switch, gate trips).
 	local := localstate.New(f.node)
 	nodeRT := newNodeRuntime(f, path, store, local, tel, logger)
-	gt, err := newGate(store, local, tel, logger)
+	schema := newSchema(store, tel, logger)
+	shadowWorker, err := newShadow(f, store, tel, upTLS, schema, logger)
 	if err != nil {
 		return err
 	}
-	shadowWorker, err := newShadow(f, store, tel, upTLS, logger)
+	gt, err := newGate(store, local, tel, compareWindow{report: shadowWorker.Report(), config: store.Current}, logger)
 	if err != nil {
 		return err
 	}
@@ -295,7 +296,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return server.Serve(ctx, server.ServeConfig{
 			Addr: f.grpcListen, Processor: proc, Control: control, Rollout: server.NewRolloutService(gt, store), Config: store.Current,
 			ServerOptions: append(tel.GRPCServerOptions(), grpcOpts...), Ready: ready, Logger: logger,
-			Register: compareServices(shadowWorker, store),
+			Register: compareServices(shadowWorker, schema, store),
 		})
 	})
 	if f.proxyListen != "" {
@@ -309,7 +310,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		start("data plane", func() error { return dp(ctx) })
 	}
 	if f.adminListen != "" {
-		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt, Compare: shadowWorker.Report()})
+		admin := server.NewAdminHandler(server.AdminOptions{Config: store, Health: health, Metrics: tel.MetricsHandler(), Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt, Compare: shadowWorker.Report(), Schema: schema})
 		start("admin", func() error { return server.ServeAdmin(ctx, f.adminListen, admin) })
 	}
 	logger.Info("migration-router started", "version", Version, "config", displayPath(snap), "phase", snap.Policy.Phase.String(),

@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/pve-migration/router/internal/pveschema"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -52,7 +54,7 @@ func checkCompareURLs(f *flags) error {
 }
 
 // newShadow builds the shadow comparison worker; Run starts it.
-func newShadow(f *flags, store *config.Store, tel *telemetry.Telemetry, tlsOpts server.TLSOptions, logger *slog.Logger) (*shadow.Worker, error) {
+func newShadow(f *flags, store *config.Store, tel *telemetry.Telemetry, tlsOpts server.TLSOptions, schema *pveschema.Conformance, logger *slog.Logger) (*shadow.Worker, error) {
 	client, err := tlsOpts.HTTPClient()
 	if err != nil {
 		return nil, fmt.Errorf("compare client: %w", err)
@@ -74,8 +76,14 @@ func newShadow(f *flags, store *config.Store, tel *telemetry.Telemetry, tlsOpts 
 		PerlClient: perlClient,
 		RustClient: rustClient,
 		Report:     compare.NewReport(time.Now()),
-		Tracer:     tel.TracerProvider().Tracer("github.com/pve-migration/router/internal/shadow"),
-		Logger:     logger,
+		// GETs about another node are that node's router's to compare.
+		Node: f.node,
+		// Both answers of every job are checked against PVE's schema.
+		Check: func(template, method, backend string, status int, data []byte) {
+			schema.CheckJob(template, method, pveschema.Answer{Backend: backend, Status: status, Body: data})
+		},
+		Tracer: tel.TracerProvider().Tracer("github.com/pve-migration/router/internal/shadow"),
+		Logger: logger,
 	})
 	if rust == "" && store.Current().Compare.Enabled {
 		logger.Warn("[compare] is enabled but no rust URL is known: nothing is compared (set --compare-rust-url or --rust-upstream)")
@@ -86,9 +94,73 @@ func newShadow(f *flags, store *config.Store, tel *telemetry.Telemetry, tlsOpts 
 	return w, nil
 }
 
+// newSchema builds the schema conformance check of the compare jobs and
+// keeps it in step with `[compare] schema` and `api_schema`: the schema is
+// loaded and compiled at start and again only when those change, never per
+// answer. A schema file that cannot be read is logged (and shown on
+// /compare); the embedded PVE 9.1 schema serves meanwhile. Call it before
+// the store is shared (it chains the store's reload hook).
+func newSchema(store *config.Store, tel *telemetry.Telemetry, logger *slog.Logger) *pveschema.Conformance {
+	conf := pveschema.NewConformance(func(backend, template string, rule pveschema.Rule, n int) {
+		tel.RecordSchemaViolations(backend, template, string(rule), int64(n))
+	})
+	type key struct {
+		on   bool
+		path string
+	}
+	var mu sync.Mutex
+	var last *key
+	apply := func(snap *config.Snapshot) {
+		if snap == nil {
+			return
+		}
+		k := key{on: snap.Compare.Enabled && snap.Compare.Schema, path: snap.Compare.APISchema}
+		if k.path == config.DefaultAPISchema {
+			// The default file exists only on a PVE node: elsewhere the
+			// embedded schema serves without an error.
+			k.path = ""
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if last != nil && *last == k {
+			return
+		}
+		last = &k
+		if err := conf.Configure(k.on, k.path); err != nil {
+			logger.Error("schema conformance: the API schema file cannot be used; the embedded PVE 9.1 schema serves", "api_schema", k.path, "err", err)
+		}
+	}
+	apply(store.Current())
+	prev := store.OnReload
+	store.OnReload = func(result string, snap *config.Snapshot, err error) {
+		if prev != nil {
+			prev(result, snap, err)
+		}
+		if result == config.ResultOK {
+			apply(snap)
+		}
+	}
+	return conf
+}
+
+// compareWindow is the gate's view of the comparison: compared and
+// mismatched reads of a category over the gate's window.
+type compareWindow struct {
+	report *compare.Report
+	config func() *config.Snapshot
+}
+
+func (c compareWindow) Window(category string, now time.Time) (compared, mismatched int) {
+	d := 5 * time.Minute
+	if snap := c.config(); snap != nil && snap.Gate.Window > 0 {
+		d = snap.Gate.Window
+	}
+	return c.report.Window(category, now, d)
+}
+
 // compareServices registers pvemigration.v1.CompareService.
-func compareServices(w *shadow.Worker, store *config.Store) []func(*grpc.Server) {
-	svc := server.NewCompareService(w.Report(), store.Current)
+func compareServices(w *shadow.Worker, schema *pveschema.Conformance, store *config.Store) []func(*grpc.Server) {
+	svc := server.NewCompareService(w.Report(), schema, store.Current)
 	return []func(*grpc.Server){func(s *grpc.Server) { pb.RegisterCompareServiceServer(s, svc) }}
 }
 

@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/pve-migration/router/internal/compare"
+	"github.com/pve-migration/router/internal/config"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -49,7 +51,7 @@ func TestRunWithCompare(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- Run(ctx, []string{"--config", conf, "--grpc-listen", "unix:" + sock, "--admin-listen", admin,
-			"--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust}, &bytes.Buffer{}, &stderr)
+			"--proxy-listen", proxy, "--perl-upstream", perl, "--rust-upstream", rust, "--node", "pve1", "--kill-switch", filepath.Join(dir, "kill"), "--state-file", "off"}, &bytes.Buffer{}, &stderr)
 	}()
 	defer func() {
 		cancel()
@@ -107,6 +109,41 @@ func TestRunWithCompare(t *testing.T) {
 	if p := get("http://" + admin + "/compare"); !strings.Contains(p, "data[].method") {
 		t.Errorf("/compare: %s", p)
 	}
+	// The same jobs' answers were checked against PVE's schema: the
+	// diverged rust value is rust's alone, perl's own quirks are baseline.
+	var sdoc struct {
+		Schema struct {
+			Source, Version string
+			Violations      []struct {
+				Backend, Path, Rule string
+				Count               int
+				Baseline            bool
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(get("http://"+admin+"/compare.json")), &sdoc); err != nil {
+		t.Fatal(err)
+	}
+	if sdoc.Schema.Source != "embedded" || sdoc.Schema.Version == "" || len(sdoc.Schema.Violations) == 0 {
+		t.Fatalf("compare.json schema: %+v", sdoc.Schema)
+	}
+	first := sdoc.Schema.Violations[0]
+	if first.Backend != "rust" || first.Path != "data[].method" || first.Rule != "enum" || first.Baseline || first.Count != 5 {
+		t.Errorf("first schema violation %+v, want rust's own enum break of data[].method, 5 times", first)
+	}
+	for _, v := range sdoc.Schema.Violations[1:] {
+		if !v.Baseline {
+			t.Errorf("violation %+v: only the diverged field is rust's alone", v)
+		}
+	}
+	if p := get("http://" + admin + "/compare"); !strings.Contains(p, "Schema conformance") || !strings.Contains(p, "manual-diverged") {
+		t.Errorf("/compare lacks the schema section: %s", p)
+	}
+	if m := get("http://" + admin + "/metrics"); !strings.Contains(m,
+		`pve_migration_schema_violations_total{backend="rust",rule="enum",template="/nodes/{node}/network"} 5`) {
+		t.Errorf("/metrics lacks the schema violation counter")
+	}
+
 	if m := get("http://" + admin + "/metrics"); !strings.Contains(m,
 		`pve_migration_compare_total{category="node-network-read",result="mismatch",template="/nodes/{node}/network"} 5`) {
 		t.Errorf("/metrics lacks the compare counter:\n%s", m)
@@ -166,5 +203,43 @@ func TestPinnedClient(t *testing.T) {
 	}
 	if _, err := pinnedClient(base, "zz"); err == nil || !strings.Contains(err.Error(), `"zz"`) {
 		t.Errorf("bad fingerprint: %v", err)
+	}
+}
+
+// TestCompareWindowFollowsGateWindow: the gate's read evidence is the
+// comparison's figures over [gate] window, not over all time.
+func TestCompareWindowFollowsGateWindow(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	rep := compare.NewReport(t0)
+	for i := range 10 {
+		v := compare.Verdict{Result: compare.Match}
+		if i < 4 {
+			v.Result = compare.Mismatch
+		}
+		// Four mismatches 20 minutes ago, six matches in the last minute.
+		at := t0.Add(time.Duration(i) * time.Second)
+		if i >= 4 {
+			at = t0.Add(20*time.Minute + time.Duration(i)*time.Second)
+		}
+		rep.Record("node-network-read", "/nodes/{node}/network", "GET", v, at)
+	}
+	now := t0.Add(21 * time.Minute)
+	for _, tc := range []struct {
+		window               time.Duration
+		compared, mismatched int
+	}{
+		{5 * time.Minute, 6, 0},
+		{30 * time.Minute, 10, 4},
+	} {
+		snap := &config.Snapshot{}
+		snap.Gate.Window = tc.window
+		w := compareWindow{report: rep, config: func() *config.Snapshot { return snap }}
+		c, m := w.Window("node-network-read", now)
+		if c != tc.compared || m != tc.mismatched {
+			t.Errorf("window %s: compared %d mismatched %d, want %d and %d", tc.window, c, m, tc.compared, tc.mismatched)
+		}
+		if c, _ := w.Window("sdn-read", now); c != 0 {
+			t.Errorf("sdn-read has %d compared reads", c)
+		}
 	}
 }

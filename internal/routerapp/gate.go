@@ -13,17 +13,19 @@ import (
 	"github.com/pve-migration/router/routing"
 )
 
-// compareEvidence is the shadow comparison's figures for the gate; nil
-// until the compare engine is wired in (then reads earn evidence and
-// mismatches can trip).
+// compareEvidence, when set (by a test), replaces the shadow comparison's
+// figures that the gate reads.
 var compareEvidence gate.CompareEvidence
 
 // newGate builds the gate over the router's outcomes: it trips into
 // local, resets a category's trip when a reload changes its backend, and
 // exports pve_migration_gate_trips_total. Call it before the store is
 // shared (it chains the store's reload hook).
-func newGate(store *config.Store, local *localstate.State, tel *telemetry.Telemetry, logger *slog.Logger) (*gate.Gate, error) {
-	g := gate.New(gate.Options{Config: store.Current, State: local, Compare: compareEvidence, Logger: logger})
+func newGate(store *config.Store, local *localstate.State, tel *telemetry.Telemetry, evidence gate.CompareEvidence, logger *slog.Logger) (*gate.Gate, error) {
+	if compareEvidence != nil {
+		evidence = compareEvidence
+	}
+	g := gate.New(gate.Options{Config: store.Current, State: local, Compare: evidence, Logger: logger})
 	prev := store.OnReload
 	store.OnReload = func(result string, snap *config.Snapshot, err error) {
 		if prev != nil {
