@@ -332,7 +332,11 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	good := fmt.Sprintf("phase = \"rust-read-only\"\nperl_api_base_url = %q\n", perl)
+	// Compare on for every read and the gate on with limits this traffic
+	// does not break, so that their panels have data too.
+	good := fmt.Sprintf("phase = \"rust-read-only\"\nperl_api_base_url = %q\n"+
+		"[compare]\nenabled = true\nsample_percent = 100\n"+
+		"[gate]\nenabled = true\nmax_rust_error_rate = 1.0\nmax_latency_ratio = 1000\nmax_mismatch_rate = 1.0\n", perl)
 	writeConf(good)
 
 	admin, proxy := freeAddr(t), freeAddr(t)
@@ -492,13 +496,13 @@ scrape_configs:
 		}
 	})
 
-	// The families this router exports now. Those the traffic above must
-	// produce are required; the dashboard's other families are the
-	// contract's additions (compare, gate) that come with other parts.
+	// The families the traffic above must produce, compare and gate
+	// included.
 	var fams map[string]bool
 	mustExport := []string{telemetry.MetricRequests, telemetry.MetricFallbacks, telemetry.MetricUpstreamDuration,
 		telemetry.MetricDecisionDuration, telemetry.MetricConfigReloads, telemetry.MetricPhaseInfo,
-		"pve_migration_dataplane_retries_total", "pve_migration_dataplane_ext_proc_fail_open_total"}
+		"pve_migration_dataplane_retries_total", "pve_migration_dataplane_ext_proc_fail_open_total",
+		"pve_migration_compare_total", telemetry.MetricSchemaViolations, "pve_migration_gate_trips_total"}
 	waitFor(t, "the router to export "+strings.Join(mustExport, ", "), 60*time.Second, func() bool {
 		fams = exportedFamilies(t, admin)
 		for _, f := range mustExport {
@@ -608,6 +612,8 @@ scrape_configs:
 	}
 	sort.Strings(notRequired)
 	if len(notRequired) > 0 {
-		t.Logf("valid, but data not required (families this router does not export yet):\n  %s", strings.Join(notRequired, "\n  "))
+		// Every family the dashboard reads is exported now (compare,
+		// schema and gate included): a panel without data is a defect.
+		t.Errorf("panels whose families the router does not export:\n  %s", strings.Join(notRequired, "\n  "))
 	}
 }
