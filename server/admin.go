@@ -63,7 +63,7 @@ type HealthView struct {
 // is healthy when it can answer Envoy, and an unreachable Rust is exactly
 // what the fallback is for.
 func NewAdminHandler(opts AdminOptions) http.Handler {
-	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node, gate: opts.Gate}
+	src := statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node, gate: opts.Gate, schema: opts.Schema}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		st := src.collect()

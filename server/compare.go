@@ -43,6 +43,7 @@ func CompareView(r *compare.Report, schema SchemaSource, snap *config.Snapshot, 
 type SchemaSource interface {
 	Enabled() bool
 	Report() *pveschema.Report
+	Status() pveschema.Status
 }
 
 // registerCompare serves GET /compare (HTML) and GET /compare.json.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pve-migration/router/internal/pveschema"
 	"net/url"
 	"strings"
 
@@ -26,6 +27,8 @@ type ControlOptions struct {
 	Ready   *Readiness
 	// Node, if set, adds the router's node, kill switch and state file.
 	Node NodeSource
+	// Schema, if set, adds the schema in force for compared answers.
+	Schema SchemaSource
 	// Gate supplies the gate's trips; nil shows none.
 	Gate GateSource
 }
@@ -45,7 +48,7 @@ var _ pb.ControlServiceServer = (*ControlService)(nil)
 // NewControlService returns a ControlService; register it with
 // pb.RegisterControlServiceServer (Serve does).
 func NewControlService(opts ControlOptions) *ControlService {
-	return &ControlService{src: statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node, gate: opts.Gate}}
+	return &ControlService{src: statusSources{config: opts.Config, health: opts.Health, stats: opts.Stats, version: opts.Version, ready: opts.Ready, node: opts.Node, gate: opts.Gate, schema: opts.Schema}}
 }
 
 // GetStatus returns the configuration in force, the last reload, the
@@ -76,6 +79,7 @@ func (c *ControlService) GetStatus(context.Context, *pb.GetStatusRequest) (*pb.G
 		KillSwitch:      st.KillSwitch,
 		Node:            nodeProto(st.Node),
 		GateTripped:     st.Gate.Tripped,
+		Schema:          schemaProto(st.Schema),
 	}
 	if st.LoadedAt != nil {
 		resp.LoadedAt = timestamppb.New(*st.LoadedAt)
@@ -173,4 +177,11 @@ func probeProto(p ProbeResult) *pb.BackendHealth {
 		h.Latency = durationpb.New(p.Latency)
 	}
 	return h
+}
+
+func schemaProto(s *pveschema.Status) *pb.SchemaStatus {
+	if s == nil {
+		return nil
+	}
+	return &pb.SchemaStatus{Source: s.Source, Version: s.Version, Methods: int32(s.Methods), Unchecked: s.Unchecked, Error: s.Error}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/pve-migration/router/internal/pveschema"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,9 @@ type Status struct {
 	Node       *NodeStatus `json:"node,omitempty"`
 	// Gate lists the categories the gate tripped back to perl here.
 	Gate GateView `json:"gate"`
+	// Schema is the PVE API schema the compare jobs' answers are checked
+	// against; nil while schema checking is off.
+	Schema *pveschema.Status `json:"schema,omitempty"`
 }
 
 // FallbackStatus is the global Rust → Perl fallback setting.
@@ -126,6 +130,7 @@ type statusSources struct {
 	ready   *Readiness
 	node    NodeSource
 	gate    GateSource
+	schema  SchemaSource
 }
 
 // serving is the /health verdict: a config is loaded and, when Serve
@@ -148,6 +153,10 @@ func (s statusSources) collect() Status {
 		LastReload: reloadView(reload),
 		Endpoints:  []EndpointStatus{},
 		Gate:       gateView(s.gate),
+	}
+	if s.schema != nil && s.schema.Enabled() {
+		ss := s.schema.Status()
+		st.Schema = &ss
 	}
 	if snap != nil {
 		p := snap.Policy

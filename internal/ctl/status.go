@@ -95,6 +95,17 @@ type statusView struct {
 	KillSwitch bool           `json:"kill_switch"`
 	Node       *nodeStatView  `json:"node,omitempty"`
 	Gate       gateStatusView `json:"gate"`
+	// Schema is the PVE API schema compared answers are checked against.
+	Schema *schemaStatView `json:"schema,omitempty"`
+}
+
+// schemaStatView is the router's schema in force, as /status shows it.
+type schemaStatView struct {
+	Source    string   `json:"source"`
+	Version   string   `json:"version"`
+	Methods   int      `json:"methods"`
+	Unchecked []string `json:"unchecked,omitempty"`
+	Error     string   `json:"error,omitempty"`
 }
 
 type routerView struct {
@@ -240,6 +251,7 @@ func viewFromRouter(addr string, r *pb.GetStatusResponse) *statusView {
 		KillSwitch:      r.GetKillSwitch(),
 		Node:            nodeStatFrom(r.GetNode()),
 		Gate:            gateStatusView{Tripped: append([]string{}, r.GetGateTripped()...)},
+		Schema:          schemaStatFrom(r.GetSchema()),
 	}
 	if r.GetLoadedAt() != nil {
 		t := r.GetLoadedAt().AsTime()
@@ -428,6 +440,13 @@ func (a *app) printStatus(v *statusView) {
 	}
 	line("perl url", "%s, token %s", v.PerlAPIBaseURL, tok)
 	a.nodeLines(v, line)
+	if v.Schema != nil {
+		if v.Schema.Error != "" {
+			line("schema", "%s %s (%s: %s)", v.Schema.Source, v.Schema.Version, s.bad("api_schema unusable"), v.Schema.Error)
+		} else {
+			line("schema", "%s %s", v.Schema.Source, v.Schema.Version)
+		}
+	}
 	if len(v.Gate.Tripped) > 0 {
 		line("gate", "%s %s (on perl here until: %s gate reset)", s.bad("tripped"), strings.Join(v.Gate.Tripped, ", "), prog)
 	}
@@ -526,4 +545,11 @@ func fmtTime(t *time.Time) string {
 		return "?"
 	}
 	return t.Local().Format(time.DateTime)
+}
+
+func schemaStatFrom(s *pb.SchemaStatus) *schemaStatView {
+	if s == nil {
+		return nil
+	}
+	return &schemaStatView{Source: s.GetSource(), Version: s.GetVersion(), Methods: int(s.GetMethods()), Unchecked: s.GetUnchecked(), Error: s.GetError()}
 }

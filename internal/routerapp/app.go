@@ -267,7 +267,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		return fmt.Errorf("health checker: %w", err)
 	}
 	ready := &server.Readiness{}
-	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt})
+	control := server.NewControlService(server.ControlOptions{Config: store, Health: health, Stats: tel, Version: Version, Ready: ready, Node: nodeRT, Gate: gt, Schema: schema})
 
 	errc := make(chan error, 10)
 	running := 0

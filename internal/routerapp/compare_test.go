@@ -139,6 +139,17 @@ func TestRunWithCompare(t *testing.T) {
 	if p := get("http://" + admin + "/compare"); !strings.Contains(p, "Schema conformance") || !strings.Contains(p, "manual-diverged") {
 		t.Errorf("/compare lacks the schema section: %s", p)
 	}
+	var st struct {
+		Schema *struct{ Source, Version string }
+	}
+	if err := json.Unmarshal([]byte(get("http://"+admin+"/status")), &st); err != nil || st.Schema == nil ||
+		st.Schema.Source != "embedded" || st.Schema.Version != "PVE 9.1.3" {
+		t.Errorf("/status does not say which schema is in force: %+v %v", st.Schema, err)
+	}
+	resp, err := pb.NewControlServiceClient(conn).GetStatus(ctx, &pb.GetStatusRequest{})
+	if err != nil || resp.GetSchema().GetSource() != "embedded" || resp.GetSchema().GetVersion() != "PVE 9.1.3" {
+		t.Errorf("GetStatus schema = %v, %v", resp.GetSchema(), err)
+	}
 	if m := get("http://" + admin + "/metrics"); !strings.Contains(m,
 		`pve_migration_schema_violations_total{backend="rust",rule="enum",template="/nodes/{node}/network"} 5`) {
 		t.Errorf("/metrics lacks the schema violation counter")

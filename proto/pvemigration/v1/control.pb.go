@@ -100,6 +100,10 @@ type GetStatusResponse struct {
 	// Categories the gate has tripped back to perl on this node (field
 	// numbers 100-199 belong to the gate and canary additions).
 	GateTripped []string `protobuf:"bytes,100,rep,name=gate_tripped,json=gateTripped,proto3" json:"gate_tripped,omitempty"`
+	// Fields 300-399: shadow comparison and schema conformance. schema is
+	// the PVE API schema the compare jobs' answers are checked against;
+	// unset while schema checking is off.
+	Schema *SchemaStatus `protobuf:"bytes,300,opt,name=schema,proto3" json:"schema,omitempty"`
 	// Fields 200-299: per-node phases (issue 16).
 	// kill_switch is true while the node-local kill switch file exists:
 	// every request on this node goes to perl.
@@ -262,6 +266,13 @@ func (x *GetStatusResponse) GetMetricsEnabled() bool {
 func (x *GetStatusResponse) GetGateTripped() []string {
 	if x != nil {
 		return x.GateTripped
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetSchema() *SchemaStatus {
+	if x != nil {
+		return x.Schema
 	}
 	return nil
 }
@@ -1082,12 +1093,95 @@ func (x *ExplainResponse) GetNeedsType() bool {
 	return false
 }
 
+// SchemaStatus says which PVE API schema is in force for the conformance
+// check of compared answers.
+type SchemaStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "embedded" or the schema file's path.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// "PVE 9.1.3" or the file's "sha256:..." digest.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// How many method+path pairs the schema describes.
+	Methods int32 `protobuf:"varint,3,opt,name=methods,proto3" json:"methods,omitempty"`
+	// Schema parts whose checks are skipped (never violations).
+	Unchecked []string `protobuf:"bytes,4,rep,name=unchecked,proto3" json:"unchecked,omitempty"`
+	// The configured file's load error; the embedded schema serves meanwhile.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaStatus) Reset() {
+	*x = SchemaStatus{}
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaStatus) ProtoMessage() {}
+
+func (x *SchemaStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pvemigration_v1_control_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaStatus.ProtoReflect.Descriptor instead.
+func (*SchemaStatus) Descriptor() ([]byte, []int) {
+	return file_proto_pvemigration_v1_control_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SchemaStatus) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *SchemaStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SchemaStatus) GetMethods() int32 {
+	if x != nil {
+		return x.Methods
+	}
+	return 0
+}
+
+func (x *SchemaStatus) GetUnchecked() []string {
+	if x != nil {
+		return x.Unchecked
+	}
+	return nil
+}
+
+func (x *SchemaStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_proto_pvemigration_v1_control_proto protoreflect.FileDescriptor
 
 const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"#proto/pvemigration/v1/control.proto\x12\x0fpvemigration.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\x87\a\n" +
+	"\x10GetStatusRequest\"\xbf\a\n" +
 	"\x11GetStatusResponse\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12!\n" +
 	"\fphase_source\x18\x02 \x01(\tR\vphaseSource\x12)\n" +
@@ -1109,7 +1203,8 @@ const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\x12perl_api_token_set\x18\x0f \x01(\bR\x0fperlApiTokenSet\x12#\n" +
 	"\rlog_decisions\x18\x10 \x01(\bR\flogDecisions\x12'\n" +
 	"\x0fmetrics_enabled\x18\x11 \x01(\bR\x0emetricsEnabled\x12!\n" +
-	"\fgate_tripped\x18d \x03(\tR\vgateTripped\x12 \n" +
+	"\fgate_tripped\x18d \x03(\tR\vgateTripped\x126\n" +
+	"\x06schema\x18\xac\x02 \x01(\v2\x1d.pvemigration.v1.SchemaStatusR\x06schema\x12 \n" +
 	"\vkill_switch\x18\xc8\x01 \x01(\bR\n" +
 	"killSwitch\x12/\n" +
 	"\x04node\x18\xc9\x01 \x01(\v2\x1a.pvemigration.v1.NodeStateR\x04node\"\xc0\x02\n" +
@@ -1186,7 +1281,13 @@ const file_proto_pvemigration_v1_control_proto_rawDesc = "" +
 	"\bfallback\x18\x06 \x01(\bR\bfallback\x12<\n" +
 	"\frust_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vrustTimeout\x12\x1d\n" +
 	"\n" +
-	"needs_type\x18\b \x01(\bR\tneedsType2\xb2\x01\n" +
+	"needs_type\x18\b \x01(\bR\tneedsType\"\x8e\x01\n" +
+	"\fSchemaStatus\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
+	"\amethods\x18\x03 \x01(\x05R\amethods\x12\x1c\n" +
+	"\tunchecked\x18\x04 \x03(\tR\tunchecked\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error2\xb2\x01\n" +
 	"\x0eControlService\x12R\n" +
 	"\tGetStatus\x12!.pvemigration.v1.GetStatusRequest\x1a\".pvemigration.v1.GetStatusResponse\x12L\n" +
 	"\aExplain\x12\x1f.pvemigration.v1.ExplainRequest\x1a .pvemigration.v1.ExplainResponseBFZDgithub.com/pve-migration/router/proto/pvemigration/v1;pvemigrationv1b\x06proto3"
@@ -1203,7 +1304,7 @@ func file_proto_pvemigration_v1_control_proto_rawDescGZIP() []byte {
 	return file_proto_pvemigration_v1_control_proto_rawDescData
 }
 
-var file_proto_pvemigration_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_proto_pvemigration_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_proto_pvemigration_v1_control_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 0: pvemigration.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 1: pvemigration.v1.GetStatusResponse
@@ -1217,38 +1318,40 @@ var file_proto_pvemigration_v1_control_proto_goTypes = []any{
 	(*BackendHealth)(nil),         // 9: pvemigration.v1.BackendHealth
 	(*ExplainRequest)(nil),        // 10: pvemigration.v1.ExplainRequest
 	(*ExplainResponse)(nil),       // 11: pvemigration.v1.ExplainResponse
-	nil,                           // 12: pvemigration.v1.Stats.ByBackendEntry
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*SchemaStatus)(nil),          // 12: pvemigration.v1.SchemaStatus
+	nil,                           // 13: pvemigration.v1.Stats.ByBackendEntry
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_proto_pvemigration_v1_control_proto_depIdxs = []int32{
-	13, // 0: pvemigration.v1.GetStatusResponse.fallback_timeout:type_name -> google.protobuf.Duration
+	14, // 0: pvemigration.v1.GetStatusResponse.fallback_timeout:type_name -> google.protobuf.Duration
 	3,  // 1: pvemigration.v1.GetStatusResponse.features:type_name -> pvemigration.v1.Features
 	4,  // 2: pvemigration.v1.GetStatusResponse.endpoints:type_name -> pvemigration.v1.EndpointOverride
-	14, // 3: pvemigration.v1.GetStatusResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	15, // 3: pvemigration.v1.GetStatusResponse.loaded_at:type_name -> google.protobuf.Timestamp
 	5,  // 4: pvemigration.v1.GetStatusResponse.last_reload:type_name -> pvemigration.v1.Reload
 	6,  // 5: pvemigration.v1.GetStatusResponse.stats:type_name -> pvemigration.v1.Stats
 	8,  // 6: pvemigration.v1.GetStatusResponse.health:type_name -> pvemigration.v1.Health
-	2,  // 7: pvemigration.v1.GetStatusResponse.node:type_name -> pvemigration.v1.NodeState
-	14, // 8: pvemigration.v1.NodeState.state_file_written_at:type_name -> google.protobuf.Timestamp
-	13, // 9: pvemigration.v1.EndpointOverride.rust_timeout:type_name -> google.protobuf.Duration
-	14, // 10: pvemigration.v1.Reload.at:type_name -> google.protobuf.Timestamp
-	12, // 11: pvemigration.v1.Stats.by_backend:type_name -> pvemigration.v1.Stats.ByBackendEntry
-	9,  // 12: pvemigration.v1.Health.perl:type_name -> pvemigration.v1.BackendHealth
-	9,  // 13: pvemigration.v1.Health.rust:type_name -> pvemigration.v1.BackendHealth
-	13, // 14: pvemigration.v1.BackendHealth.latency:type_name -> google.protobuf.Duration
-	14, // 15: pvemigration.v1.BackendHealth.checked_at:type_name -> google.protobuf.Timestamp
-	13, // 16: pvemigration.v1.ExplainResponse.rust_timeout:type_name -> google.protobuf.Duration
-	7,  // 17: pvemigration.v1.Stats.ByBackendEntry.value:type_name -> pvemigration.v1.BackendStats
-	0,  // 18: pvemigration.v1.ControlService.GetStatus:input_type -> pvemigration.v1.GetStatusRequest
-	10, // 19: pvemigration.v1.ControlService.Explain:input_type -> pvemigration.v1.ExplainRequest
-	1,  // 20: pvemigration.v1.ControlService.GetStatus:output_type -> pvemigration.v1.GetStatusResponse
-	11, // 21: pvemigration.v1.ControlService.Explain:output_type -> pvemigration.v1.ExplainResponse
-	20, // [20:22] is the sub-list for method output_type
-	18, // [18:20] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	12, // 7: pvemigration.v1.GetStatusResponse.schema:type_name -> pvemigration.v1.SchemaStatus
+	2,  // 8: pvemigration.v1.GetStatusResponse.node:type_name -> pvemigration.v1.NodeState
+	15, // 9: pvemigration.v1.NodeState.state_file_written_at:type_name -> google.protobuf.Timestamp
+	14, // 10: pvemigration.v1.EndpointOverride.rust_timeout:type_name -> google.protobuf.Duration
+	15, // 11: pvemigration.v1.Reload.at:type_name -> google.protobuf.Timestamp
+	13, // 12: pvemigration.v1.Stats.by_backend:type_name -> pvemigration.v1.Stats.ByBackendEntry
+	9,  // 13: pvemigration.v1.Health.perl:type_name -> pvemigration.v1.BackendHealth
+	9,  // 14: pvemigration.v1.Health.rust:type_name -> pvemigration.v1.BackendHealth
+	14, // 15: pvemigration.v1.BackendHealth.latency:type_name -> google.protobuf.Duration
+	15, // 16: pvemigration.v1.BackendHealth.checked_at:type_name -> google.protobuf.Timestamp
+	14, // 17: pvemigration.v1.ExplainResponse.rust_timeout:type_name -> google.protobuf.Duration
+	7,  // 18: pvemigration.v1.Stats.ByBackendEntry.value:type_name -> pvemigration.v1.BackendStats
+	0,  // 19: pvemigration.v1.ControlService.GetStatus:input_type -> pvemigration.v1.GetStatusRequest
+	10, // 20: pvemigration.v1.ControlService.Explain:input_type -> pvemigration.v1.ExplainRequest
+	1,  // 21: pvemigration.v1.ControlService.GetStatus:output_type -> pvemigration.v1.GetStatusResponse
+	11, // 22: pvemigration.v1.ControlService.Explain:output_type -> pvemigration.v1.ExplainResponse
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_proto_pvemigration_v1_control_proto_init() }
@@ -1263,7 +1366,7 @@ func file_proto_pvemigration_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_pvemigration_v1_control_proto_rawDesc), len(file_proto_pvemigration_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
