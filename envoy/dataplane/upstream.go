@@ -79,7 +79,7 @@ type backend struct {
 	// a client's Idempotency-Key makes it count even a DELETE as
 	// replayable; on a fresh connection the transport never retries, so
 	// only the router's retry policy can ever send a write twice.
-	writeTransport *http.Transport
+	writeTransport http.RoundTripper
 	writeRT        http.RoundTripper // writeTransport, possibly wrapped
 }
 
@@ -125,8 +125,7 @@ func newBackend(name, cluster string, u Upstream, cfg clusterConfig) (*backend, 
 		ReadBufferSize:         32 << 10,
 		WriteBufferSize:        32 << 10,
 	}
-	wtr := tr.Clone()
-	wtr.DisableKeepAlives = true
+	wtr := freshConnTransport{template: tr.Clone()}
 	return &backend{name: name, cluster: cluster, base: base, transport: tr, rt: tr,
 		writeTransport: wtr, writeRT: wtr, cfg: cfg,
 		hostMetadata: fmt.Sprintf(`filter_metadata { key: "pve" value { fields { key: "backend" value { string_value: %q } } } }`, name)}, nil
@@ -385,4 +384,43 @@ func transportErrorText(err error) string {
 		return "timeout"
 	}
 	return err.Error()
+}
+
+// freshConnTransport sends each request through a transport of its own, so
+// on a connection no other request used before: net/http's transport
+// replays a request only after a *reused* connection failed, so a write
+// (even one a client marked with Idempotency-Key) is never sent twice by
+// it. It is not DisableKeepAlives: that sends `Connection: close`, and a
+// Go or Perl server that answers early (413 for a body over PVE's limit)
+// then closes without draining the rest of the body, so the client sees a
+// reset instead of the answer. Without the header the server drains a
+// short rest and the answer arrives, as it does through Envoy. The
+// connection is closed once the answer's body is.
+type freshConnTransport struct {
+	template *http.Transport
+}
+
+func (f freshConnTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t := f.template.Clone()
+	resp, err := t.RoundTrip(req)
+	if err != nil {
+		t.CloseIdleConnections()
+		return nil, err
+	}
+	resp.Body = &closeTransportOnClose{ReadCloser: resp.Body, t: t}
+	return resp, nil
+}
+
+// closeTransportOnClose closes a one-request transport's connection once
+// the answer has been read.
+type closeTransportOnClose struct {
+	io.ReadCloser
+	t    *http.Transport
+	once sync.Once
+}
+
+func (c *closeTransportOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(c.t.CloseIdleConnections)
+	return err
 }
