@@ -58,6 +58,8 @@ type testEnv struct {
 	confPath   string
 	proxy      *Proxy
 	url        string // the data plane's base URL
+	proc       *server.Processor
+	opts       Options // what proxy was built with
 	client     *http.Client
 	stopExt    func()
 	grpcStop   func()
@@ -160,6 +162,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 		t.Fatal(err)
 	}
 	proc := server.NewProcessor(server.Options{Config: e.store.Current, Lookup: lookup, Logger: quietLogger()})
+	e.proc = proc
 
 	var opts Options
 	if o.noExtProc {
@@ -216,7 +219,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.proxy = p
+	e.proxy, e.opts = p, opts
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
