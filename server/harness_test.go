@@ -5,8 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,11 +110,11 @@ type syncBuffer = logsink.Buffer
 // harness is a Processor served by server.Serve on a loopback port, with a
 // gRPC client and the Envoy model on top.
 type harness struct {
-	snap     atomic.Pointer[config.Snapshot]
-	obs      *recorder
-	logs     *syncBuffer
-	addr     string
-	conn     *grpc.ClientConn
+	snap atomic.Pointer[config.Snapshot]
+	obs  *recorder
+	logs *syncBuffer
+	addr string
+	conn *grpc.ClientConn
 	// ext opens raw ext_proc streams: over h.conn, or over the in-process
 	// link for the tests under TestConformanceInProcess.
 	ext      extprocv3.ExternalProcessorClient

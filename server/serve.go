@@ -108,7 +108,7 @@ type ServeConfig struct {
 	// NOT_SERVING until it returns non-nil. Nil means loaded.
 	Config func() *config.Snapshot
 	// ServerOptions are added to the server's own (the telemetry package
-	// adds its otelgrpc stats handler here).
+	// adds its trace-context interceptors here).
 	ServerOptions []grpc.ServerOption
 	// ShutdownTimeout is how long open streams may drain when ctx ends
 	// before they are cut (default 10s).

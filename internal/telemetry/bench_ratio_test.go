@@ -24,8 +24,8 @@ import (
 )
 
 // BenchmarkStreamRatioTelemetry is the issue-18 goal for the ext_proc
-// service: the router with telemetry on as shipped (otelgrpc stats
-// handler, a sampled decision span per request through a batch span
+// service: the router with telemetry on as shipped (GRPCServerOptions'
+// trace-context interceptors, a sampled decision span per request through a batch span
 // processor, the contract's metrics) against a no-op ext_proc server, 32
 // concurrent streams of request headers + response headers each, over
 // loopback gRPC. The two run in rotation in blocks of 500 streams so

@@ -14,6 +14,12 @@ import (
 // ctx, so that the decision span has the same parent on both paths. A
 // stream without a traceparent costs one metadata lookup.
 func (t *Telemetry) ExtractStreamContext(ctx context.Context) context.Context {
+	return extractTraceContext(ctx)
+}
+
+// extractTraceContext is ExtractStreamContext; GRPCServerOptions' stats
+// handler uses it for the ext_proc streams served by gRPC.
+func extractTraceContext(ctx context.Context) context.Context {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok || len(md["traceparent"]) == 0 {
 		return ctx
