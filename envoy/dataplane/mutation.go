@@ -269,11 +269,31 @@ func applyMutation(m *extprocv3.HeaderMutation, s *headerSet, c *mutationChecker
 			s.pseudo[name] = val
 			continue
 		}
+		key := canonicalName(name)
 		if appendMode {
-			s.h.Add(name, val)
+			s.h[key] = append(s.h[key], val)
 		} else {
-			s.h.Set(name, val)
+			s.h[key] = []string{val}
 		}
 	}
 	return nil
+}
+
+// canonicalNames maps lowerNames back: the http.Header key of a lower-case
+// name the decision service sets on every request.
+var canonicalNames = func() map[string]string {
+	m := make(map[string]string, len(lowerNames))
+	for k, l := range lowerNames {
+		m[l] = k
+	}
+	return m
+}()
+
+// canonicalName is http.CanonicalHeaderKey(name) for a lower-case name,
+// without allocating for the names in lowerNames.
+func canonicalName(name string) string {
+	if k, ok := canonicalNames[name]; ok {
+		return k
+	}
+	return http.CanonicalHeaderKey(name)
 }

@@ -31,6 +31,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -119,10 +120,11 @@ func (c *Client) Process(ctx context.Context, _ ...grpc.CallOption) (grpc.BidiSt
 		resps:     make(chan *resp, 1),
 		halfClose: make(chan struct{}),
 		done:      make(chan struct{}),
-		headerSet: make(chan struct{}),
 	}
+	// FromOutgoingContext returns a copy, which the server may keep.
 	md, _ := metadata.FromOutgoingContext(ctx)
-	s.sctx = context.Context(serverContext{client: ctx, values: metadata.NewIncomingContext(context.Background(), md.Copy())})
+	s.sc = serverContext{client: ctx, values: metadata.NewIncomingContext(context.Background(), md)}
+	s.sctx = &s.sc
 	if c.opts.ServerContext != nil {
 		s.sctx = c.opts.ServerContext(s.sctx)
 	}
@@ -147,7 +149,8 @@ func (c *Client) Process(ctx context.Context, _ ...grpc.CallOption) (grpc.BidiSt
 // the trailer are written before done is closed and read after.
 type stream struct {
 	cctx context.Context // the client's
-	sctx context.Context // the server's
+	sctx context.Context // the server's: &sc, or what Options.ServerContext made of it
+	sc   serverContext
 
 	reqs      chan *req
 	resps     chan *resp
@@ -156,14 +159,44 @@ type stream struct {
 	done      chan struct{} // closed when the server's Process returned
 	err       error         // what Process returned (a status, or nil)
 
+	// Header and trailer metadata, rarely used (the Processor sends
+	// none): headerSet is made on first use and closed when the header
+	// is final.
 	hdrMu     sync.Mutex
 	header    metadata.MD
 	trailer   metadata.MD
-	headerSet chan struct{} // closed when the header is final
-	hdrOnce   sync.Once
+	headerSet chan struct{}
+	hdrSent   bool
+	// headerFinal: the server goroutine already made the header final
+	// (only it writes this; it saves the lock on every Send).
+	headerFinal atomic.Bool
 }
 
-func (s *stream) sendHeaderOnce() { s.hdrOnce.Do(func() { close(s.headerSet) }) }
+// headerChan returns the channel closed once the header is final.
+func (s *stream) headerChan() chan struct{} {
+	s.hdrMu.Lock()
+	defer s.hdrMu.Unlock()
+	if s.headerSet == nil {
+		s.headerSet = make(chan struct{})
+		if s.hdrSent {
+			close(s.headerSet)
+		}
+	}
+	return s.headerSet
+}
+
+// sendHeaderOnce makes the header final.
+func (s *stream) sendHeaderOnce() {
+	s.hdrMu.Lock()
+	defer s.hdrMu.Unlock()
+	if s.hdrSent {
+		return
+	}
+	s.hdrSent = true
+	if s.headerSet != nil {
+		close(s.headerSet)
+	}
+}
 
 // ctxStatus is the status grpc-go reports for an ended context.
 func ctxStatus(ctx context.Context) error { return status.FromContextError(ctx.Err()).Err() }
@@ -234,7 +267,7 @@ func (c *clientStream) CloseSend() error {
 func (c *clientStream) Header() (metadata.MD, error) {
 	s := (*stream)(c)
 	select {
-	case <-s.headerSet:
+	case <-s.headerChan():
 	case <-s.cctx.Done():
 		return nil, ctxStatus(s.cctx)
 	}
@@ -318,7 +351,10 @@ func (v *serverStream) Recv() (*req, error) {
 // ended.
 func (v *serverStream) Send(m *resp) error {
 	s := (*stream)(v)
-	s.sendHeaderOnce()
+	if !s.headerFinal.Load() {
+		s.headerFinal.Store(true)
+		s.sendHeaderOnce()
+	}
 	select {
 	case s.resps <- m:
 		return nil
@@ -330,14 +366,12 @@ func (v *serverStream) Send(m *resp) error {
 // SetHeader adds header metadata until it is sent.
 func (v *serverStream) SetHeader(md metadata.MD) error {
 	s := (*stream)(v)
-	select {
-	case <-s.headerSet:
-		return status.Error(codes.Internal, "extproclocal: SetHeader after the header was sent")
-	default:
-	}
 	s.hdrMu.Lock()
+	defer s.hdrMu.Unlock()
+	if s.hdrSent {
+		return status.Error(codes.Internal, "extproclocal: SetHeader after the header was sent")
+	}
 	s.header = metadata.Join(s.header, md)
-	s.hdrMu.Unlock()
 	return nil
 }
 
@@ -394,13 +428,13 @@ type serverContext struct {
 	values context.Context
 }
 
-func (c serverContext) Deadline() (time.Time, bool) { return c.client.Deadline() }
-func (c serverContext) Done() <-chan struct{}       { return c.client.Done() }
-func (c serverContext) Err() error                  { return c.client.Err() }
-func (c serverContext) Value(key any) any           { return c.values.Value(key) }
+func (c *serverContext) Deadline() (time.Time, bool) { return c.client.Deadline() }
+func (c *serverContext) Done() <-chan struct{}       { return c.client.Done() }
+func (c *serverContext) Err() error                  { return c.client.Err() }
+func (c *serverContext) Value(key any) any           { return c.values.Value(key) }
 
 // AfterFunc lets context.WithCancel and context.AfterFunc on a server
 // context register with the client's context instead of starting a
 // goroutine per derived context (the context package looks for this
 // method).
-func (c serverContext) AfterFunc(f func()) func() bool { return context.AfterFunc(c.client, f) }
+func (c *serverContext) AfterFunc(f func()) func() bool { return context.AfterFunc(c.client, f) }
