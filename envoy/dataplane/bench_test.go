@@ -35,13 +35,18 @@ var (
 // through the embedded data plane talking to the real decision service
 // over loopback gRPC (as with --ext-proc, or behind Envoy's protocol); and
 // through the data plane with the decision service in process over
-// internal/extproclocal, the router's default without --ext-proc. Each
+// internal/extproclocal, the router's default without --ext-proc; and
+// that same wiring, telemetry as shipped included, as a process of its own
+// (router-process, see TestRouterProcess), the fairest comparison with
+// nginx, which also has its own process. Each
 // reports req/s and p99 latency, and allocs/req (every allocation of the
 // process during the run over the requests made: client, backend and
 // proxy); the proxies also report their ratios to direct and to nginx and
 // proxy-allocs/req, their own allocations per request (allocs/req minus
-// direct's). nginx also reports its resident memory after the load
-// (rss-MB, master and workers). Load is bounded and loopback only:
+// direct's; for router-process, whose allocations happen in its own
+// process, it is meaningless). nginx and router-process also report
+// their resident memory after the load (rss-MB; nginx: master and
+// workers). Load is bounded and loopback only:
 // 4×GOMAXPROCS client goroutines for -benchtime.
 //
 //	go test -run '^$' -bench GETNetwork -count 5 ./envoy/dataplane | tee bench.txt
@@ -61,6 +66,14 @@ func BenchmarkGETNetwork(b *testing.B) {
 	b.Run("dataplane", func(b *testing.B) { loadTest(b, "dataplane", e.url+path) })
 	link, m := e.linkedProxy(b)
 	b.Run("dataplane-inprocess", func(b *testing.B) { loadTest(b, "dataplane-inprocess", link+path) })
+	b.Run("router-process", func(b *testing.B) {
+		url, rss, stop := startRouterProcess(b, e)
+		defer stop()
+		loadTest(b, "router-process", url+path)
+		if mb := rss(); mb > 0 {
+			b.ReportMetric(mb, "rss-MB")
+		}
+	})
 	// A saturated 2-core machine can starve the decision service past the
 	// 500 ms message_timeout; those requests fail open to perl, exactly as
 	// behind Envoy. A handful is load, not a bug; more means the figures
@@ -158,7 +171,9 @@ func loadTest(b *testing.B, name, url string) {
 	if base, ok := benchResults["direct"]; ok && base.rps > 0 && base.p99 > 0 {
 		b.ReportMetric(rps/base.rps, "rps/direct")
 		b.ReportMetric(p99/base.p99, "p99/direct")
-		b.ReportMetric(allocs-base.allocs, "proxy-allocs/req")
+		if name != "router-process" {
+			b.ReportMetric(allocs-base.allocs, "proxy-allocs/req")
+		}
 	}
 	if ng, ok := benchResults["nginx"]; ok && ng.rps > 0 && ng.p99 > 0 {
 		b.ReportMetric(rps/ng.rps, "rps/nginx")
