@@ -60,7 +60,7 @@ type Options struct {
 // Client is an extprocv3.ExternalProcessorClient that serves every stream
 // with an in-process ExternalProcessorServer. It is safe for concurrent
 // use; each Process call runs the server's Process on a goroutine of its
-// own, as a gRPC server does.
+// own, as a gRPC server does (reused for later streams, see worker).
 type Client struct {
 	srv  extprocv3.ExternalProcessorServer
 	opts Options
@@ -68,27 +68,33 @@ type Client struct {
 	mu      sync.Mutex
 	closed  bool
 	streams sync.WaitGroup
+
+	idle     chan *stream  // idle workers receive their next stream here
+	quit     chan struct{} // closed by Close: idle workers exit
+	quitOnce sync.Once
 }
 
 var _ extprocv3.ExternalProcessorClient = (*Client)(nil)
 
 // New returns a Client for srv (e.g. server.NewProcessor).
 func New(srv extprocv3.ExternalProcessorServer, opts Options) *Client {
-	return &Client{srv: srv, opts: opts}
+	return &Client{srv: srv, opts: opts, idle: make(chan *stream), quit: make(chan struct{})}
 }
 
 // ErrClosed is what Process returns after Close, like a stream on a
 // closed grpc.ClientConn (codes.Canceled).
 var ErrClosed = status.Error(codes.Canceled, "extproclocal: client is closed")
 
-// Close refuses new streams and waits until the server has returned from
-// every stream already open, or ctx ends. Streams in flight are not
-// cancelled: their clients end them (the data plane always does, when the
-// request is done or its client went away).
+// Close refuses new streams, lets idle server goroutines exit, and waits
+// until the server has returned from every stream already open, or ctx
+// ends. Streams in flight are not cancelled: their clients end them (the
+// data plane always does, when the request is done or its client went
+// away).
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
+	c.quitOnce.Do(func() { close(c.quit) })
 	done := make(chan struct{})
 	go func() { c.streams.Wait(); close(done) }()
 	select {
@@ -128,19 +134,56 @@ func (c *Client) Process(ctx context.Context, _ ...grpc.CallOption) (grpc.BidiSt
 	if c.opts.ServerContext != nil {
 		s.sctx = c.opts.ServerContext(s.sctx)
 	}
-	go func() {
-		defer c.streams.Done()
-		err := c.srv.Process((*serverStream)(s))
-		if err != nil {
-			if _, ok := status.FromError(err); !ok {
-				err = status.Error(codes.Unknown, err.Error())
-			}
-		}
-		s.err = err
-		s.sendHeaderOnce()
-		close(s.done)
-	}()
+	select {
+	case c.idle <- s: // a worker waiting for its next stream takes it
+	default:
+		go c.worker(s)
+	}
 	return (*clientStream)(s), nil
+}
+
+// workerIdle is how long a server goroutine waits for another stream
+// before it exits.
+const workerIdle = time.Second
+
+// worker serves s, then further streams handed to it through c.idle, and
+// exits after workerIdle without one. Reusing goroutines matters: a fresh
+// one grows its stack through the Processor's call depth on every stream
+// (runtime.copystack was a twentieth of the router's CPU), and starting
+// one per request is work of its own.
+func (c *Client) worker(s *stream) {
+	var t *time.Timer
+	for {
+		c.serve(s)
+		if t == nil {
+			t = time.NewTimer(workerIdle)
+		} else {
+			t.Reset(workerIdle)
+		}
+		select {
+		case s = <-c.idle:
+			t.Stop()
+		case <-t.C:
+			return
+		case <-c.quit:
+			t.Stop()
+			return
+		}
+	}
+}
+
+// serve runs the server's Process for one stream and ends the stream.
+func (c *Client) serve(s *stream) {
+	defer c.streams.Done()
+	err := c.srv.Process((*serverStream)(s))
+	if err != nil {
+		if _, ok := status.FromError(err); !ok {
+			err = status.Error(codes.Unknown, err.Error())
+		}
+	}
+	s.err = err
+	s.sendHeaderOnce()
+	close(s.done)
 }
 
 // stream is the state both ends share. The client side is used by one

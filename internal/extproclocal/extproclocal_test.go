@@ -280,3 +280,39 @@ func BenchmarkStream(b *testing.B) {
 		}
 	}
 }
+
+// TestWorkersAreReused: sequential streams are served by the goroutine
+// the first one started (no new goroutine, no new stack per request), and
+// an idle one exits by itself.
+func TestWorkersAreReused(t *testing.T) {
+	c := extproclocal.New(echo(make(chan error, 1)), extproclocal.Options{})
+	one := func() {
+		st, err := c.Process(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = st.Send(headers)
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		_ = st.CloseSend()
+		if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+	}
+	before := runtime.NumGoroutine()
+	one()
+	after1 := runtime.NumGoroutine()
+	for range 100 {
+		one()
+	}
+	if n := runtime.NumGoroutine(); n > after1 || after1 > before+1 {
+		t.Errorf("goroutines: %d before, %d after one stream, %d after 100 more; want one worker, reused", before, after1, n)
+	}
+	for i := 0; runtime.NumGoroutine() > before && i < 500; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after the idle time, %d before", n, before)
+	}
+}
