@@ -18,21 +18,29 @@ import (
 // the same load drift. It reports, over all blocks, each target's req/s
 // and p99 and the issue-18 ratios (goal: router-process rps/nginx ≥ 0.8,
 // p99/nginx ≤ 1.25), the resident memory of nginx and of the router
-// process after the load, and the allocations per request of the
-// in-benchmark data planes beyond direct's. Run with a fixed count:
+// process after the load, the allocations per request of the
+// in-benchmark data planes beyond direct's, and the CPU time each proxy
+// spends per request (cputime_test.go): on a shared host the rates say
+// how much CPU the benchmark got, the CPU time what a request costs. Run
+// with a fixed count:
 //
 //	go test -run '^$' -bench GETNetworkRatio -benchtime 10x -count 5 ./envoy/dataplane
 func BenchmarkGETNetworkRatio(b *testing.B) {
 	e := newEnv(b, envOptions{phase: "rust-read-only"})
 	const path = "/api2/json/nodes/pve1/network"
-	nginxURL, nginxRSS, stopNginx := startNginx(b, e.rustAddr)
+	nginxURL, nginxPID, stopNginx := startNginxPID(b, e.rustAddr)
 	defer stopNginx()
-	routerURL, routerRSS, stopRouter := startRouterProcess(b, e)
+	routerURL, routerPID, stopRouter := startRouterProcessPID(b, e)
 	defer stopRouter()
 	linkURL, _ := e.linkedProxy(b)
-	targets := []struct{ name, url string }{
-		{"direct", e.rustURL}, {"nginx", nginxURL}, {"router-process", routerURL},
-		{"dataplane-inprocess", linkURL}, {"dataplane-grpc", e.url},
+	// pid: the proxy's own process, whose CPU time is counted (0: the
+	// proxy runs in this process).
+	targets := []struct {
+		name, url string
+		pid       int
+	}{
+		{"direct", e.rustURL, 0}, {"nginx", nginxURL, nginxPID}, {"router-process", routerURL, routerPID},
+		{"dataplane-inprocess", linkURL, 0}, {"dataplane-grpc", e.url, 0},
 	}
 	clients := make([]*http.Client, len(targets))
 	for i, t := range targets {
@@ -48,6 +56,8 @@ func BenchmarkGETNetworkRatio(b *testing.B) {
 	elapsed := make([]time.Duration, len(targets))
 	lat := make([][]time.Duration, len(targets))
 	mallocs := make([]uint64, len(targets))
+	selfCPUs := make([]time.Duration, len(targets)) // this process: client, backend, in-process proxies
+	ownCPUs := make([]time.Duration, len(targets))  // the proxy's own process
 	var ms runtime.MemStats
 	b.ResetTimer()
 	for i := range b.N {
@@ -55,7 +65,15 @@ func BenchmarkGETNetworkRatio(b *testing.B) {
 			k := (k + i) % len(targets) // rotate which goes first
 			runtime.ReadMemStats(&ms)
 			before := ms.Mallocs
+			cpu0, own0 := selfCPU(), time.Duration(0)
+			if targets[k].pid != 0 {
+				own0 = processTreeCPU(targets[k].pid)
+			}
 			d, l := getBlock(b, clients[k], targets[k].url+path, block, conc)
+			selfCPUs[k] += selfCPU() - cpu0
+			if targets[k].pid != 0 {
+				ownCPUs[k] += processTreeCPU(targets[k].pid) - own0
+			}
 			runtime.ReadMemStats(&ms)
 			mallocs[k] += ms.Mallocs - before
 			elapsed[k] += d
@@ -83,10 +101,23 @@ func BenchmarkGETNetworkRatio(b *testing.B) {
 	for _, k := range []int{inproc, grpcDP} {
 		b.ReportMetric(allocs(k)-allocs(direct), targets[k].name+"-proxy-allocs/req")
 	}
-	if mb := nginxRSS(); mb > 0 {
+	// CPU per request: the cost of the proxy whatever the load around it.
+	// For nginx and the router process, their own processes' CPU time; for
+	// the in-process data planes, this process's beyond direct's.
+	perReq := func(d time.Duration, k int) float64 { return float64(d.Microseconds()) / float64(len(lat[k])) }
+	nginxCPU, routerCPU := perReq(ownCPUs[nginx], nginx), perReq(ownCPUs[router], router)
+	b.ReportMetric(nginxCPU, "nginx-cpu-µs/req")
+	b.ReportMetric(routerCPU, "router-process-cpu-µs/req")
+	if nginxCPU > 0 {
+		b.ReportMetric(routerCPU/nginxCPU, "router-process-cpu/nginx")
+	}
+	for _, k := range []int{inproc, grpcDP} {
+		b.ReportMetric(perReq(selfCPUs[k], k)-perReq(selfCPUs[direct], direct), targets[k].name+"-proxy-cpu-µs/req")
+	}
+	if mb := processTreeRSS(nginxPID); mb > 0 {
 		b.ReportMetric(mb, "nginx-rss-MB")
 	}
-	if mb := routerRSS(); mb > 0 {
+	if mb := processTreeRSS(routerPID); mb > 0 {
 		b.ReportMetric(mb, "router-process-rss-MB")
 	}
 }

@@ -199,6 +199,12 @@ func fetch(c *http.Client, url string) error {
 // directory. It skips the benchmark when nginx is not installed. rss
 // reports the resident memory of nginx's processes in MB.
 func startNginx(b *testing.B, backend string) (url string, rss func() float64, stop func()) {
+	url, pid, stop := startNginxPID(b, backend)
+	return url, func() float64 { return processTreeRSS(pid) }, stop
+}
+
+// startNginxPID is startNginx returning nginx's master pid.
+func startNginxPID(b *testing.B, backend string) (url string, pid int, stop func()) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
@@ -272,7 +278,7 @@ http {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return "http://" + addr, func() float64 { return processTreeRSS(cmd.Process.Pid) }, stop
+	return "http://" + addr, cmd.Process.Pid, stop
 }
 
 // processTreeRSS sums VmRSS of pid and its children (nginx's workers), in

@@ -34,8 +34,11 @@ type Options struct {
 
 	// ExtProc is the decision service, spoken to through the real ext_proc
 	// protocol (envoy.service.ext_proc.v3.ExternalProcessor/Process), one
-	// stream per request. The caller dials it: InProcessExtProc for a
-	// server.NewProcessor in the same program, DialExtProc for an address.
+	// stream per request. The caller dials it: DialExtProc for an address;
+	// for a server.NewProcessor in the same program, extproclocal.New
+	// (internal/extproclocal: the same messages without gRPC, what
+	// migration-router uses) or InProcessExtProc (real gRPC framing over
+	// an in-memory connection).
 	// There is no other way to decide: a request the service does not
 	// answer goes where envoy.yaml's failure_mode_allow says.
 	ExtProc extprocv3.ExternalProcessorClient

@@ -92,6 +92,12 @@ func TestRouterProcess(t *testing.T) {
 // e's backends and returns its URL, its resident memory (MB) and a stop
 // function.
 func startRouterProcess(b *testing.B, e *testEnv) (url string, rss func() float64, stop func()) {
+	url, pid, stop := startRouterProcessPID(b, e)
+	return url, func() float64 { return processTreeRSS(pid) }, stop
+}
+
+// startRouterProcessPID is startRouterProcess returning the child's pid.
+func startRouterProcessPID(b *testing.B, e *testEnv) (url string, pid int, stop func()) {
 	args := []string{"-test.run=^TestRouterProcess$", "-test.bench=^$", "-test.count=1"}
 	if prof := os.Getenv("ROUTER_PROCESS_CPUPROFILE"); prof != "" {
 		// To see where the router process spends its time.
@@ -137,12 +143,12 @@ func startRouterProcess(b *testing.B, e *testEnv) (url string, rss func() float6
 	}()
 	select {
 	case a := <-addr:
-		return "http://" + a, func() float64 { return processTreeRSS(cmd.Process.Pid) }, stop
+		return "http://" + a, cmd.Process.Pid, stop
 	case <-done:
 		b.Fatal("the router process ended before listening")
 	case <-time.After(30 * time.Second):
 		stop()
 		b.Fatal("the router process did not start listening within 30s")
 	}
-	return "", nil, nil
+	return "", 0, nil
 }

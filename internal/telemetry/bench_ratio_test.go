@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +34,10 @@ import (
 // count, e.g. -benchtime 20x. It reports router/noop-streams/s (goal
 // ≥ 0.9) and router/noop-p99 (goal ≤ 1.2), and the same with sampling
 // off (parent not sampled: unsampled/noop-*), where the span should cost
-// next to nothing.
+// next to nothing. On a shared host the rates mostly say how much CPU the
+// benchmark got; noop/router-cpu, the CPU time per noop stream over the
+// CPU time per router stream (client included), is the same ratio as
+// streams/s for a CPU-bound server, whatever the load around it.
 func BenchmarkStreamRatioTelemetry(b *testing.B) {
 	snap, err := config.Parse("bench.conf", []byte(`phase = "rust-basic-write"`), nil)
 	if err != nil {
@@ -65,14 +69,16 @@ func BenchmarkStreamRatioTelemetry(b *testing.B) {
 	}
 	targets := [3]target{{noop, sampled}, {router, sampled}, {router, unsampled}}
 	const block, inFlight = 500, 32
-	var elapsed [3]time.Duration
+	var elapsed, cpu [3]time.Duration
 	var lat [3][]time.Duration
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
 		for k := range 3 {
 			k := (k + i) % 3 // rotate which goes first
+			cpu0 := processCPU()
 			d, l := streamBlock(b, targets[k].c, targets[k].ctx, req, block, inFlight)
+			cpu[k] += processCPU() - cpu0
 			elapsed[k] += d
 			lat[k] = append(lat[k], l...)
 		}
@@ -90,6 +96,14 @@ func BenchmarkStreamRatioTelemetry(b *testing.B) {
 	b.ReportMetric(p(1, 0.99)/p(0, 0.99), "router/noop-p99")
 	b.ReportMetric(rate(2)/rate(0), "unsampled/noop-streams/s")
 	b.ReportMetric(p(2, 0.99)/p(0, 0.99), "unsampled/noop-p99")
+	// CPU per stream (client and server, the client being the same): what
+	// a stream costs whatever else runs on the host; its inverse is the
+	// streams/s the router would reach with the CPU to itself.
+	perStream := func(k int) float64 { return float64(cpu[k].Microseconds()) / float64(len(lat[k])) }
+	b.ReportMetric(perStream(0), "noop-cpu-µs/stream")
+	b.ReportMetric(perStream(1), "router-cpu-µs/stream")
+	b.ReportMetric(perStream(0)/perStream(1), "noop/router-cpu")
+	b.ReportMetric(perStream(0)/perStream(2), "noop/unsampled-cpu")
 }
 
 // grpcClient serves gs on loopback gRPC and returns an Envoy model
@@ -107,6 +121,15 @@ func grpcClient(b *testing.B, gs *grpc.Server) *extproctest.Client {
 	}
 	b.Cleanup(func() { _ = conn.Close(); gs.Stop() })
 	return extproctest.New(conn, extproctest.Options{MessageTimeout: -1})
+}
+
+// processCPU is the CPU time (user + system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // streamBlock runs n streams, inFlight at a time, and returns the wall
