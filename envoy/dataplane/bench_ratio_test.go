@@ -2,6 +2,9 @@ package dataplane
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"runtime"
 	"slices"
 	"sync"
@@ -13,7 +16,8 @@ import (
 // for a shared machine: nginx, the router as its own process
 // (TestRouterProcess: the in-process ext_proc link, telemetry as shipped),
 // the same data plane inside the benchmark process over the link and over
-// loopback gRPC, and the backend directly, measured in rotation in blocks
+// loopback gRPC, a bare httputil.ReverseProxy (the floor for a proxy on
+// net/http), and the backend directly, measured in rotation in blocks
 // of 1000 requests from 8 keep-alive clients, so that every target sees
 // the same load drift. It reports, over all blocks, each target's req/s
 // and p99 and the issue-18 ratios (goal: router-process rps/nginx ≥ 0.8,
@@ -33,6 +37,16 @@ func BenchmarkGETNetworkRatio(b *testing.B) {
 	routerURL, routerPID, stopRouter := startRouterProcessPID(b, e)
 	defer stopRouter()
 	linkURL, _ := e.linkedProxy(b)
+	// The floor for a proxy built on net/http: httputil.ReverseProxy with
+	// a keep-alive pool, no ext_proc, no routing, in this process.
+	rust, err := url.Parse(e.rustURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(rust)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	floor := httptest.NewServer(rp)
+	defer floor.Close()
 	// pid: the proxy's own process, whose CPU time is counted (0: the
 	// proxy runs in this process).
 	targets := []struct {
@@ -41,6 +55,7 @@ func BenchmarkGETNetworkRatio(b *testing.B) {
 	}{
 		{"direct", e.rustURL, 0}, {"nginx", nginxURL, nginxPID}, {"router-process", routerURL, routerPID},
 		{"dataplane-inprocess", linkURL, 0}, {"dataplane-grpc", e.url, 0},
+		{"go-reverseproxy", floor.URL, 0},
 	}
 	clients := make([]*http.Client, len(targets))
 	for i, t := range targets {
@@ -87,18 +102,18 @@ func BenchmarkGETNetworkRatio(b *testing.B) {
 		return float64(lat[k][len(lat[k])*99/100].Microseconds()) / 1000
 	}
 	allocs := func(k int) float64 { return float64(mallocs[k]) / float64(len(lat[k])) }
-	const direct, nginx, router, inproc, grpcDP = 0, 1, 2, 3, 4
-	var p [5]float64
+	const direct, nginx, router, inproc, grpcDP, floorRP = 0, 1, 2, 3, 4, 5
+	var p [6]float64
 	for k := range targets {
 		p[k] = p99(k)
 		b.ReportMetric(rps(k), targets[k].name+"-req/s")
 		b.ReportMetric(p[k], targets[k].name+"-p99-ms")
 	}
-	for _, k := range []int{router, inproc, grpcDP} {
+	for _, k := range []int{router, inproc, grpcDP, floorRP} {
 		b.ReportMetric(rps(k)/rps(nginx), targets[k].name+"-rps/nginx")
 		b.ReportMetric(p[k]/p[nginx], targets[k].name+"-p99/nginx")
 	}
-	for _, k := range []int{inproc, grpcDP} {
+	for _, k := range []int{inproc, grpcDP, floorRP} {
 		b.ReportMetric(allocs(k)-allocs(direct), targets[k].name+"-proxy-allocs/req")
 	}
 	// CPU per request: the cost of the proxy whatever the load around it.
@@ -111,7 +126,7 @@ func BenchmarkGETNetworkRatio(b *testing.B) {
 	if nginxCPU > 0 {
 		b.ReportMetric(routerCPU/nginxCPU, "router-process-cpu/nginx")
 	}
-	for _, k := range []int{inproc, grpcDP} {
+	for _, k := range []int{inproc, grpcDP, floorRP} {
 		b.ReportMetric(perReq(selfCPUs[k], k)-perReq(selfCPUs[direct], direct), targets[k].name+"-proxy-cpu-µs/req")
 	}
 	if mb := processTreeRSS(nginxPID); mb > 0 {
