@@ -148,6 +148,9 @@ type Proxy struct {
 	// hijacked websocket connections, closed by Serve on shutdown.
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{}
+
+	// routeHeaders are the headers the route table matches on.
+	routeHeaders []routeHeader
 }
 
 // New builds a Proxy from opts and starts the active health checks that
@@ -179,6 +182,7 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("dataplane: %w", err)
 		}
 	}
+	p.routeHeaders = routeHeaders(p.routes.HeaderNames())
 	if opts.ExtProcSettings != nil {
 		p.ep = *opts.ExtProcSettings
 	} else if p.ep, err = envoy.ExtProc(b); err != nil {

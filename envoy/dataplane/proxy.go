@@ -226,7 +226,7 @@ func (q *request) serve() {
 
 // match runs the route table on the current headers.
 func (p *Proxy) match(hs *headerSet) (envoy.RoutePlan, bool) {
-	return p.routes.Match(hs.pseudo[":method"], hs.pseudo[":path"], hs.lowerMap())
+	return p.routes.Match(hs.pseudo[":method"], hs.pseudo[":path"], hs.routeMap(p.routeHeaders))
 }
 
 // failExtProc applies failure_mode_allow to an ext_proc error: it reports
