@@ -685,7 +685,7 @@ func (q *request) attribute(name string, u *upstreamResponse, status int) *struc
 		return structpb.NewStringValue(q.rec.RequestID)
 	case "xds.route_name":
 		if q.rec.Route != "" {
-			return structpb.NewStringValue(q.rec.Route)
+			return configString(q.rec.Route)
 		}
 	}
 	if u == nil {
@@ -693,20 +693,20 @@ func (q *request) attribute(name string, u *upstreamResponse, status int) *struc
 	}
 	switch name {
 	case "response.code":
-		return structpb.NewNumberValue(float64(status))
+		return numberValue(status)
 	case "upstream.address":
 		if u.backend != nil {
-			return structpb.NewStringValue(u.backend.base.Host)
+			return configString(u.backend.base.Host)
 		}
 	case "upstream.request_attempt_count":
-		return structpb.NewNumberValue(float64(u.attempts))
+		return numberValue(u.attempts)
 	case "xds.upstream_host_metadata":
 		if u.backend != nil {
-			return structpb.NewStringValue(u.backend.hostMetadata)
+			return configString(u.backend.hostMetadata)
 		}
 	case "xds.cluster_name":
 		if u.backend != nil {
-			return structpb.NewStringValue(u.backend.cluster)
+			return configString(u.backend.cluster)
 		}
 	}
 	return nil
