@@ -70,7 +70,7 @@ func TestControlAPISpans(t *testing.T) {
 	s := got[0]
 	attrs := map[string]string{}
 	for _, kv := range s.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if s.Name() != "pvemigration.v1.ControlService/GetStatus" || s.SpanKind() != trace.SpanKindServer ||
 		s.SpanContext().TraceID().String() != traceID || s.Parent().SpanID().String() != parentID {
