@@ -34,7 +34,8 @@ import (
 // count, e.g. -benchtime 20x. It reports router/noop-streams/s (goal
 // ≥ 0.9) and router/noop-p99 (goal ≤ 1.2), and the same with sampling
 // off (parent not sampled: unsampled/noop-*), where the span should cost
-// next to nothing. On a shared host the rates mostly say how much CPU the
+// next to nothing; the router without telemetry runs in the rotation too,
+// so that telemetry-*-cpu-µs/stream is what telemetry adds per stream. On a shared host the rates mostly say how much CPU the
 // benchmark got; noop/router-cpu, the CPU time per noop stream over the
 // CPU time per router stream (client included), is the same ratio as
 // streams/s for a CPU-bound server, whatever the load around it.
@@ -67,15 +68,18 @@ func BenchmarkStreamRatioTelemetry(b *testing.B) {
 		c   *extproctest.Client
 		ctx context.Context
 	}
-	targets := [3]target{{noop, sampled}, {router, sampled}, {router, unsampled}}
+	// The same router without telemetry: what the span and the metrics
+	// cost, sampled and not.
+	bare := grpcClient(b, server.NewGRPCServer(server.NewProcessor(server.Options{Config: func() *config.Snapshot { return snap }, Logger: slog.New(slog.DiscardHandler)}), nil, health.NewServer()))
+	targets := [4]target{{noop, sampled}, {router, sampled}, {router, unsampled}, {bare, sampled}}
 	const block, inFlight = 500, 32
-	var elapsed, cpu [3]time.Duration
-	var lat [3][]time.Duration
+	var elapsed, cpu [4]time.Duration
+	var lat [4][]time.Duration
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		for k := range 3 {
-			k := (k + i) % 3 // rotate which goes first
+		for k := range len(targets) {
+			k := (k + i) % len(targets) // rotate which goes first
 			cpu0 := processCPU()
 			d, l := streamBlock(b, targets[k].c, targets[k].ctx, req, block, inFlight)
 			cpu[k] += processCPU() - cpu0
@@ -104,6 +108,9 @@ func BenchmarkStreamRatioTelemetry(b *testing.B) {
 	b.ReportMetric(perStream(1), "router-cpu-µs/stream")
 	b.ReportMetric(perStream(0)/perStream(1), "noop/router-cpu")
 	b.ReportMetric(perStream(0)/perStream(2), "noop/unsampled-cpu")
+	b.ReportMetric(perStream(1)-perStream(3), "telemetry-sampled-cpu-µs/stream")
+	b.ReportMetric(perStream(2)-perStream(3), "telemetry-unsampled-cpu-µs/stream")
+	b.ReportMetric(perStream(0)/perStream(3), "noop/no-telemetry-cpu")
 }
 
 // grpcClient serves gs on loopback gRPC and returns an Envoy model
