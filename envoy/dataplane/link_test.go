@@ -25,6 +25,13 @@ func TestOverInProcessLink(t *testing.T) {
 		{"Rust501WriteServedByPerlOnce", TestRust501WriteServedByPerlOnce},
 		{"ClientBackendHeaderNeverReachesRust", TestClientBackendHeaderNeverReachesRust},
 		{"WriteNeverReplayedByTransport", TestWriteNeverReplayedByTransport},
+		// The second round: the extjs upstream stage (its gRPC metadata
+		// must reach the Processor over the link too), writes applied and
+		// dropped, PUT typing by the current interface, websockets.
+		{"ExtjsFallback", TestExtjsFallback},
+		{"WriteNeverReplayedAfterApply", TestWriteNeverReplayedAfterApply},
+		{"PutTypedByCurrentInterface", TestPutTypedByCurrentInterface},
+		{"WebsocketUpgradeGoesToPerl", TestWebsocketUpgradeGoesToPerl},
 	} {
 		t.Run(c.name, c.run)
 	}
