@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,10 +13,12 @@ import (
 
 	"github.com/pve-migration/router/internal/logsink"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/extproclocal"
 	"github.com/pve-migration/router/internal/outcome"
 	"github.com/pve-migration/router/routing"
 	"github.com/pve-migration/router/server"
@@ -107,11 +110,14 @@ type syncBuffer = logsink.Buffer
 // harness is a Processor served by server.Serve on a loopback port, with a
 // gRPC client and the Envoy model on top.
 type harness struct {
-	snap     atomic.Pointer[config.Snapshot]
-	obs      *recorder
-	logs     *syncBuffer
-	addr     string
-	conn     *grpc.ClientConn
+	snap atomic.Pointer[config.Snapshot]
+	obs  *recorder
+	logs *syncBuffer
+	addr string
+	conn *grpc.ClientConn
+	// ext opens raw ext_proc streams: over h.conn, or over the in-process
+	// link for the tests under TestConformanceInProcess.
+	ext      extprocv3.ExternalProcessorClient
 	client   *extproctest.Client
 	cancel   context.CancelFunc
 	done     chan error
@@ -174,9 +180,38 @@ func newHarness(t testing.TB, snap *config.Snapshot, o harnessOpts) *harness {
 		// timeout set their own.
 		o.client.MessageTimeout = 10 * time.Second
 	}
-	h.client = extproctest.New(h.conn, o.client)
+	h.ext = extprocv3.NewExternalProcessorClient(h.conn)
+	if inProcess(t) {
+		// The same Processor, reached without gRPC the way the router's
+		// embedded data plane reaches it; Serve still runs for the tests
+		// that look at the gRPC side (health, shutdown).
+		h.ext = extproclocal.New(recordingServer{proc, h.procErrs}, extproclocal.Options{})
+	}
+	h.client = extproctest.NewClient(h.ext, o.client)
 	t.Cleanup(func() { h.stop(t) })
 	return h
+}
+
+// inProcessTest is the test whose subtests run the conformance tests over
+// the in-process link (inprocess_test.go) instead of loopback gRPC.
+const inProcessTest = "TestConformanceInProcess"
+
+func inProcess(t testing.TB) bool { return strings.HasPrefix(t.Name(), inProcessTest+"/") }
+
+// recordingServer reports what Process returned, as the stream
+// interceptor does on the gRPC path.
+type recordingServer struct {
+	srv  extprocv3.ExternalProcessorServer
+	errs chan error
+}
+
+func (r recordingServer) Process(s grpc.BidiStreamingServer[extprocv3.ProcessingRequest, extprocv3.ProcessingResponse]) error {
+	err := r.srv.Process(s)
+	select {
+	case r.errs <- err:
+	default:
+	}
+	return err
 }
 
 func (h *harness) stop(t testing.TB) {

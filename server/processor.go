@@ -222,6 +222,9 @@ var zeroPolicy routing.Policy
 func (s *stream) run() error {
 	for {
 		req, err := s.srv.Recv()
+		if err == io.EOF {
+			return err // the normal end of every stream: no wrapping to pay for
+		}
 		if err != nil {
 			return fmt.Errorf("recv: %w", err)
 		}

@@ -353,7 +353,7 @@ func TestProtocolErrors(t *testing.T) {
 			h.drainProcErrs()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			st, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+			st, err := h.ext.Process(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -434,7 +434,7 @@ func TestEarlyClose(t *testing.T) {
 		h.snap.Store(snapshot(routing.RustBasicWrite))
 		defer h.snap.Store(snapshot(routing.RustFull))
 		ctx, cancel := context.WithCancel(context.Background())
-		st, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+		st, err := h.ext.Process(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -481,7 +481,7 @@ func TestSnapshotPerRequest(t *testing.T) {
 	h := newHarness(t, snapshot(routing.RustFull), harnessOpts{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+	st, err := h.ext.Process(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +540,7 @@ func TestRandomSequencesNeverPanic(t *testing.T) {
 	}
 	for i := range 300 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+		st, err := h.ext.Process(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

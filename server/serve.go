@@ -111,7 +111,7 @@ type ServeConfig struct {
 	// NOT_SERVING until it returns non-nil. Nil means loaded.
 	Config func() *config.Snapshot
 	// ServerOptions are added to the server's own (the telemetry package
-	// adds its otelgrpc stats handler here).
+	// adds its trace-context interceptors here).
 	ServerOptions []grpc.ServerOption
 	// ShutdownTimeout is how long open streams may drain when ctx ends
 	// before they are cut (default 10s).
@@ -147,8 +147,20 @@ func serverOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.ConnectionTimeout(ConnectionTimeout),
 		grpc.MaxHeaderListSize(MaxHeaderListSize),
+		// Streams run on reused goroutines (grpc-go restarts each worker
+		// after 65,536 streams to shed its stack): a fresh goroutine per
+		// stream grew its stack through the decision path and the span
+		// on every request, a tenth of a stream's CPU (issue 18). A
+		// stream holds its worker while it waits for Envoy's next
+		// message, so there are as many as streams commonly in flight;
+		// past them, grpc-go starts a goroutine per stream as before.
+		grpc.NumStreamWorkers(streamWorkers),
 	}
 }
+
+// streamWorkers is how many goroutines serve streams (NumStreamWorkers):
+// a busy Envoy keeps a few dozen ext_proc streams open at once.
+const streamWorkers = 64
 
 // NewGRPCServer builds the router's gRPC server with ext_proc, the control
 // API (when control is non-nil) and grpc health registered. Health starts

@@ -41,6 +41,7 @@ type extProcStream struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	timer  *time.Timer // message_timeout, re-armed for each exchange
 	stream extprocv3.ExternalProcessor_ProcessClient
 	// done: ext_proc is no longer used for this request (failed open,
 	// closed by the server, or finished).
@@ -67,9 +68,15 @@ func (s *extProcStream) exchange(req *extprocv3.ProcessingRequest) (*extprocv3.P
 	if s.done {
 		return nil, errExtProcClosed
 	}
-	timer := time.AfterFunc(s.timeout, s.cancel)
+	if s.timer == nil {
+		s.timer = time.AfterFunc(s.timeout, s.cancel)
+	} else {
+		// The previous exchange stopped it in time (or the stream is
+		// done), so it is idle and can be re-armed.
+		s.timer.Reset(s.timeout)
+	}
 	resp, err := s.roundTrip(req)
-	if !timer.Stop() {
+	if !s.timer.Stop() {
 		// The timer fired (and cancelled the stream) before the answer
 		// was taken: a timeout, whatever the gRPC call returned.
 		s.fail()

@@ -21,8 +21,28 @@ import (
 	"github.com/pve-migration/router/envoy"
 	"github.com/pve-migration/router/examples/pvedemo"
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/extproclocal"
 	"github.com/pve-migration/router/server"
 )
+
+// linkTest is the test whose subtests run data plane tests with the
+// decision service (or the scripted fake) behind the in-process link
+// instead of gRPC (link_test.go); newEnv and newUnitEnv look at the test
+// name.
+const linkTest = "TestOverInProcessLink"
+
+func overLink(t testing.TB) bool { return strings.HasPrefix(t.Name(), linkTest+"/") }
+
+// linkTo connects to srv over the in-process link; stop waits for the
+// streams still open.
+func linkTo(srv extprocv3.ExternalProcessorServer) (extprocv3.ExternalProcessorClient, func()) {
+	link := extproclocal.New(srv, extproclocal.Options{})
+	return link, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = link.Close(ctx)
+	}
+}
 
 // testEnv is the whole system on loopback: two demo PVE backends sharing a
 // state directory, the real decision service (server.NewProcessor) behind a
@@ -38,6 +58,8 @@ type testEnv struct {
 	confPath   string
 	proxy      *Proxy
 	url        string // the data plane's base URL
+	proc       *server.Processor
+	opts       Options // what proxy was built with
 	client     *http.Client
 	stopExt    func()
 	grpcStop   func()
@@ -58,6 +80,10 @@ type envOptions struct {
 	// noExtProc starts the data plane with a decision service that is
 	// down (a dialled address nothing listens on).
 	noExtProc bool
+	// inProcess connects the data plane to the decision service over
+	// the in-process link (internal/extproclocal) instead of loopback
+	// gRPC, as the router does without --ext-proc.
+	inProcess bool
 	watch     bool // watch confPath for changes
 	// healthChecks turns on envoy.yaml's active health check of rust
 	// (off by default: its GET /api2/json/version would show up in the
@@ -140,6 +166,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 		t.Fatal(err)
 	}
 	proc := server.NewProcessor(server.Options{Config: e.store.Current, Lookup: lookup, Logger: quietLogger()})
+	e.proc = proc
 
 	var opts Options
 	if o.noExtProc {
@@ -155,6 +182,12 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 			t.Fatal(err)
 		}
 		e.stopExt = func() { _ = closeFn() }
+		opts.ExtProc = client
+	} else if o.inProcess || overLink(t) {
+		// The router's default without --ext-proc: the same Processor
+		// called in process, no gRPC.
+		client, stop := linkTo(proc)
+		e.stopExt = stop
 		opts.ExtProc = client
 	} else {
 		// A real gRPC server on loopback TCP, as Envoy would reach it.
@@ -190,7 +223,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.proxy = p
+	e.proxy, e.opts = p, opts
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -112,7 +112,8 @@ func (s *headerSet) get(name string) (string, bool) {
 // (marshalled) and dropped, so sharing the backing arrays is safe.
 func (s *headerSet) proto() *corev3.HeaderMap {
 	n, size := 0, 0
-	keys := make([]string, 0, len(s.h))
+	var keyBuf [protoInline]string // the keys stay on the stack
+	keys := keyBuf[:0]
 	for k, vs := range s.h {
 		keys = append(keys, k)
 		n += len(vs)
@@ -127,8 +128,19 @@ func (s *headerSet) proto() *corev3.HeaderMap {
 		}
 	}
 	slices.Sort(keys)
-	vals := make([]corev3.HeaderValue, n)
-	hm := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, n)}
+	var (
+		vals []corev3.HeaderValue
+		hm   *corev3.HeaderMap
+	)
+	if n <= protoInline {
+		// The usual case: map, pointers and values in one allocation.
+		hp := new(headerProto)
+		vals, hm = hp.vals[:n], &hp.hm
+		hm.Headers = hp.ptrs[:0:n]
+	} else {
+		vals = make([]corev3.HeaderValue, n)
+		hm = &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, n)}
+	}
 	raw := make([]byte, 0, size)
 	add := func(k, v string) {
 		start := len(raw)
@@ -149,6 +161,17 @@ func (s *headerSet) proto() *corev3.HeaderMap {
 		}
 	}
 	return hm
+}
+
+// protoInline is how many headers proto carves out of one headerProto;
+// a PVE API request or response has about fifteen.
+const protoInline = 32
+
+// headerProto holds a HeaderMap of up to protoInline headers.
+type headerProto struct {
+	hm   corev3.HeaderMap
+	ptrs [protoInline]*corev3.HeaderValue
+	vals [protoInline]corev3.HeaderValue
 }
 
 // pseudoOrder is the order in which proto sends the pseudo-headers.
@@ -269,11 +292,31 @@ func applyMutation(m *extprocv3.HeaderMutation, s *headerSet, c *mutationChecker
 			s.pseudo[name] = val
 			continue
 		}
+		key := canonicalName(name)
 		if appendMode {
-			s.h.Add(name, val)
+			s.h[key] = append(s.h[key], val)
 		} else {
-			s.h.Set(name, val)
+			s.h[key] = []string{val}
 		}
 	}
 	return nil
+}
+
+// canonicalNames maps lowerNames back: the http.Header key of a lower-case
+// name the decision service sets on every request.
+var canonicalNames = func() map[string]string {
+	m := make(map[string]string, len(lowerNames))
+	for k, l := range lowerNames {
+		m[l] = k
+	}
+	return m
+}()
+
+// canonicalName is http.CanonicalHeaderKey(name) for a lower-case name,
+// without allocating for the names in lowerNames.
+func canonicalName(name string) string {
+	if k, ok := canonicalNames[name]; ok {
+		return k
+	}
+	return http.CanonicalHeaderKey(name)
 }

@@ -34,8 +34,11 @@ type Options struct {
 
 	// ExtProc is the decision service, spoken to through the real ext_proc
 	// protocol (envoy.service.ext_proc.v3.ExternalProcessor/Process), one
-	// stream per request. The caller dials it: InProcessExtProc for a
-	// server.NewProcessor in the same program, DialExtProc for an address.
+	// stream per request. The caller dials it: DialExtProc for an address;
+	// for a server.NewProcessor in the same program, extproclocal.New
+	// (internal/extproclocal: the same messages without gRPC, what
+	// migration-router uses) or InProcessExtProc (real gRPC framing over
+	// an in-memory connection).
 	// There is no other way to decide: a request the service does not
 	// answer goes where envoy.yaml's failure_mode_allow says.
 	ExtProc extprocv3.ExternalProcessorClient
@@ -145,6 +148,9 @@ type Proxy struct {
 	// hijacked websocket connections, closed by Serve on shutdown.
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{}
+
+	// routeHeaders are the headers the route table matches on.
+	routeHeaders []routeHeader
 }
 
 // New builds a Proxy from opts and starts the active health checks that
@@ -176,6 +182,7 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("dataplane: %w", err)
 		}
 	}
+	p.routeHeaders = routeHeaders(p.routes.HeaderNames())
 	if opts.ExtProcSettings != nil {
 		p.ep = *opts.ExtProcSettings
 	} else if p.ep, err = envoy.ExtProc(b); err != nil {

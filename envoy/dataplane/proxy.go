@@ -233,7 +233,7 @@ func (q *request) serve() {
 
 // match runs the route table on the current headers.
 func (p *Proxy) match(hs *headerSet) (envoy.RoutePlan, bool) {
-	return p.routes.Match(hs.pseudo[":method"], hs.pseudo[":path"], hs.lowerMap())
+	return p.routes.Match(hs.pseudo[":method"], hs.pseudo[":path"], hs.routeMap(p.routeHeaders))
 }
 
 // failExtProc applies failure_mode_allow to an ext_proc error: it reports
@@ -695,7 +695,7 @@ func (q *request) attribute(name string, u *upstreamResponse, status int) *struc
 		return structpb.NewStringValue(q.rec.RequestID)
 	case "xds.route_name":
 		if q.rec.Route != "" {
-			return structpb.NewStringValue(q.rec.Route)
+			return configString(q.rec.Route)
 		}
 	}
 	if u == nil {
@@ -703,20 +703,20 @@ func (q *request) attribute(name string, u *upstreamResponse, status int) *struc
 	}
 	switch name {
 	case "response.code":
-		return structpb.NewNumberValue(float64(status))
+		return numberValue(status)
 	case "upstream.address":
 		if u.backend != nil {
-			return structpb.NewStringValue(u.backend.base.Host)
+			return configString(u.backend.base.Host)
 		}
 	case "upstream.request_attempt_count":
-		return structpb.NewNumberValue(float64(u.attempts))
+		return numberValue(u.attempts)
 	case "xds.upstream_host_metadata":
 		if u.backend != nil {
-			return structpb.NewStringValue(u.backend.hostMetadata)
+			return configString(u.backend.hostMetadata)
 		}
 	case "xds.cluster_name":
 		if u.backend != nil {
-			return structpb.NewStringValue(u.backend.cluster)
+			return configString(u.backend.cluster)
 		}
 	}
 	return nil

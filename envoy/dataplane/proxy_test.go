@@ -182,6 +182,10 @@ func newUnitEnv(t *testing.T, ext *fakeExtProc, perlH, rustH http.HandlerFunc, m
 	if err != nil {
 		t.Fatal(err)
 	}
+	if overLink(t) {
+		stop()
+		client, stop = linkTo(ext)
+	}
 	t.Cleanup(stop)
 	opts := Options{
 		Perl: Upstream{URL: u.perl.srv.URL}, Rust: Upstream{URL: u.rust.srv.URL},

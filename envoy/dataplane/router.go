@@ -79,20 +79,28 @@ func newRetryPolicy(plan envoy.RoutePlan, h http.Header) retryPolicy {
 		rp.on[t] = true
 	}
 	// retry_on is the union of the route's and x-envoy-retry-on.
-	for t := range strings.SplitSeq(h.Get("X-Envoy-Retry-On"), ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			rp.on[t] = true
+	if on := h.Get("X-Envoy-Retry-On"); on != "" {
+		for t := range strings.SplitSeq(on, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				rp.on[t] = true
+			}
 		}
 	}
-	for c := range strings.SplitSeq(h.Get("X-Envoy-Retriable-Status-Codes"), ",") {
-		if n, err := strconv.ParseUint(strings.TrimSpace(c), 10, 32); err == nil {
-			rp.codes = append(rp.codes, uint32(n))
+	// The headers are checked for presence first: a failed ParseUint of
+	// an absent header allocated its error on every request.
+	if codes := h.Get("X-Envoy-Retriable-Status-Codes"); codes != "" {
+		for c := range strings.SplitSeq(codes, ",") {
+			if n, err := strconv.ParseUint(strings.TrimSpace(c), 10, 32); err == nil {
+				rp.codes = append(rp.codes, uint32(n))
+			}
 		}
 	}
 	retries := int(plan.NumRetries)
 	// x-envoy-max-retries takes precedence, but only where retries are on.
-	if v, err := strconv.ParseUint(h.Get("X-Envoy-Max-Retries"), 10, 32); err == nil && len(rp.on) > 0 {
-		retries = int(v)
+	if mr := h.Get("X-Envoy-Max-Retries"); mr != "" {
+		if v, err := strconv.ParseUint(mr, 10, 32); err == nil && len(rp.on) > 0 {
+			retries = int(v)
+		}
 	}
 	if len(rp.on) == 0 {
 		retries = 0
@@ -188,9 +196,14 @@ func (q *request) route(plan envoy.RoutePlan) *upstreamResponse {
 		rp.maxAttempts = 1
 	}
 
-	ctx, cancelAll := context.WithCancel(q.r.Context())
+	var (
+		ctx       context.Context
+		cancelAll context.CancelFunc
+	)
 	if timeout > 0 && !q.upgrade {
 		ctx, cancelAll = context.WithTimeout(q.r.Context(), timeout)
+	} else {
+		ctx, cancelAll = context.WithCancel(q.r.Context())
 	}
 	var last *backend
 	for attempt := 1; ; attempt++ {

@@ -300,7 +300,7 @@ func run(ctx context.Context, f *flags, logger *slog.Logger, stdout io.Writer) e
 		})
 	})
 	if f.proxyListen != "" {
-		dp, dpMetrics, err := newDataPlane(f, proc, tel.GRPCServerOptions(), logger)
+		dp, dpMetrics, err := newDataPlane(f, proc, tel.ExtractStreamContext, logger)
 		if err != nil {
 			return err
 		}

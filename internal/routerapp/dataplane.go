@@ -4,28 +4,39 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/pve-migration/router/envoy/dataplane"
+	"github.com/pve-migration/router/internal/extproclocal"
 	"github.com/pve-migration/router/server"
 )
 
 // newDataPlane builds the embedded data plane. It talks to the decision
-// service through the real ext_proc protocol: in process over an in-memory
-// gRPC connection by default, or to --ext-proc, so that "the decision
-// service is down" behaves exactly as it does behind Envoy.
-func newDataPlane(f *flags, proc *server.Processor, grpcOpts []grpc.ServerOption, logger *slog.Logger) (run func(context.Context) error, metrics func() dataplane.Metrics, err error) {
+// service through the ext_proc protocol: by default to proc in the same
+// process over extproclocal (the same messages in the same order as over
+// gRPC, without encoding or a socket: the exchange was the largest cost
+// of every proxied request), or over gRPC to --ext-proc, so that "the
+// decision service is down" behaves exactly as it does behind Envoy.
+// streamCtx gives in-process streams what the gRPC stats handler gives
+// gRPC ones (the trace context of the metadata).
+func newDataPlane(f *flags, proc *server.Processor, streamCtx func(context.Context) context.Context, logger *slog.Logger) (run func(context.Context) error, metrics func() dataplane.Metrics, err error) {
 	var client extprocv3.ExternalProcessorClient
 	var closeExt func()
 	if f.extProc == "" {
-		c, stop, err := dataplane.InProcessExtProc(proc, grpcOpts...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("in-process ext_proc: %w", err)
+		link := extproclocal.New(proc, extproclocal.Options{ServerContext: streamCtx})
+		client, closeExt = link, func() {
+			// Serve has returned, so no request is left; wait only for
+			// the streams still closing (remote_close_timeout).
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := link.Close(ctx); err != nil {
+				logger.Warn("in-process ext_proc streams still open at shutdown", "err", err)
+			}
 		}
-		client, closeExt = c, stop
 	} else {
 		var opts []grpc.DialOption
 		if f.extProcCA != "" {

@@ -23,7 +23,7 @@ func (discardExporter) Shutdown(context.Context) error                          
 // BenchmarkExtProcStream is the request path as Envoy drives it: one
 // ext_proc stream (request headers, decision, response headers) over
 // loopback gRPC through the real server, with telemetry off (outcome.Nop,
-// no stats handler) and on (otelgrpc stats handler, sampled spans through
+// no interceptors) and on (GRPCServerOptions' interceptors, sampled spans through
 // a batch processor, metrics), in one run.
 func BenchmarkExtProcStream(b *testing.B) {
 	snap, err := config.Parse("bench.conf", []byte(`phase = "rust-basic-write"`), nil)

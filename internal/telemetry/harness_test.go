@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/pve-migration/router/internal/config"
+	"github.com/pve-migration/router/internal/extproclocal"
 	"github.com/pve-migration/router/internal/outcome"
 	"github.com/pve-migration/router/internal/telemetry"
 	"github.com/pve-migration/router/server"
@@ -30,6 +31,10 @@ type routerOptions struct {
 	snap   *config.Snapshot
 	lookup server.TypeLookup
 	log    *slog.Logger
+	// inProcess connects the client through the in-process link the
+	// embedded data plane uses (no gRPC), with the telemetry's stream
+	// context extraction in place of the stats handler.
+	inProcess bool
 }
 
 // startRouter serves ext_proc with tel's observer. stop ends the server
@@ -44,6 +49,16 @@ func startRouter(t *testing.T, tel *telemetry.Telemetry, o routerOptions) *route
 		Lookup:   o.lookup,
 		Logger:   o.log,
 	})
+	if o.inProcess {
+		link := extproclocal.New(proc, extproclocal.Options{ServerContext: tel.ExtractStreamContext})
+		stop := func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = link.Close(ctx)
+		}
+		t.Cleanup(stop)
+		return &router{client: extproctest.NewClient(link, extproctest.Options{}), stop: stop}
+	}
 	gs := server.NewGRPCServer(proc, nil, health.NewServer(), tel.GRPCServerOptions()...)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -18,7 +18,13 @@ import (
 // real server: the decision span's parent is the span Envoy put in the
 // gRPC metadata, not the client's traceparent among the HTTP headers;
 // Envoy's "not sampled" is respected; and the stream gets no second span.
+// It holds over gRPC and over the embedded data plane's in-process link.
 func TestTraceContextFromGRPCMetadata(t *testing.T) {
+	t.Run("grpc", func(t *testing.T) { testTraceContext(t, false) })
+	t.Run("in-process", func(t *testing.T) { testTraceContext(t, true) })
+}
+
+func testTraceContext(t *testing.T, inProcess bool) {
 	spans := tracetest.NewSpanRecorder()
 	tel, err := telemetry.Setup(context.Background(), telemetry.Options{
 		Env: func(string) string { return "" }, Logger: slog.New(slog.DiscardHandler),
@@ -28,7 +34,7 @@ func TestTraceContextFromGRPCMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	r := startRouter(t, tel, routerOptions{snap: snapshot(t, `phase = "rust-read-only"`, nil), log: slog.New(slog.DiscardHandler)})
+	r := startRouter(t, tel, routerOptions{snap: snapshot(t, `phase = "rust-read-only"`, nil), log: slog.New(slog.DiscardHandler), inProcess: inProcess})
 
 	const (
 		envoyTrace  = "0af7651916cd43dd8448eb211c80319c"

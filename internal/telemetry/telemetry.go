@@ -20,19 +20,15 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/otlptranslator"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	otelmetric "go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -40,7 +36,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/stats"
 
 	"github.com/pve-migration/router/internal/outcome"
 	"github.com/pve-migration/router/routing"
@@ -268,25 +263,16 @@ func newExporter(ctx context.Context, c exportConfig) (sdktrace.SpanExporter, er
 func (t *Telemetry) MetricsHandler() http.Handler { return t.metricsHandler }
 
 // GRPCServerOptions returns the options to build the router's grpc.Server
-// with. They install the otelgrpc stats handler with the W3C TraceContext
-// propagator, so every stream's context carries the span Envoy put in the
-// gRPC metadata (envoy-facts §1.6), and the decision span becomes its
-// child. The handler starts no span of its own for ext_proc and health
-// streams: the decision span is the router's SERVER span for a PVE request,
-// and a second span per stream would only repeat its timing. Other
-// services (the control API) get ordinary gRPC server spans. gRPC metrics
-// stay off /metrics, which carries only the contract's families.
+// with. Every stream's context carries the span Envoy put in the gRPC
+// metadata (W3C TraceContext, envoy-facts §1.6), so the decision span
+// becomes its child. ext_proc and health streams start no span of their
+// own: the decision span is the router's SERVER span for a PVE request,
+// and a second span per stream would only repeat its timing. The control
+// API gets ordinary gRPC server spans. There is no stats handler and no
+// gRPC metrics: /metrics carries only the contract's families, and a
+// stats handler costs every ext_proc message (grpcstats.go).
 func (t *Telemetry) GRPCServerOptions() []grpc.ServerOption {
-	h := otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(t.tp),
-		otelgrpc.WithPropagators(propagation.TraceContext{}),
-		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
-		otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
-			return !strings.HasPrefix(info.FullMethodName, "/envoy.service.ext_proc.v3.ExternalProcessor/") &&
-				!strings.HasPrefix(info.FullMethodName, "/grpc.health.v1.Health/")
-		}),
-	)
-	return []grpc.ServerOption{grpc.StatsHandler(h)}
+	return []grpc.ServerOption{grpc.ChainStreamInterceptor(streamContext), grpc.ChainUnaryInterceptor(t.unarySpan)}
 }
 
 // TracerProvider returns the provider spans are created with (a no-op one

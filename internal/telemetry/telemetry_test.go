@@ -353,7 +353,7 @@ func TestDecisionSpan(t *testing.T) {
 	f := newFixture(t, nil)
 	obs := f.tel.Observer()
 
-	// The span Envoy put in the gRPC metadata, as otelgrpc leaves it in
+	// The span Envoy put in the gRPC metadata, as GRPCServerOptions leaves it in
 	// the stream context.
 	parent := trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, TraceFlags: trace.FlagsSampled, Remote: true,

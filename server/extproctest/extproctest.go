@@ -184,6 +184,13 @@ type Client struct {
 
 // New returns a Client over conn (a *grpc.ClientConn).
 func New(conn grpc.ClientConnInterface, opts Options) *Client {
+	return NewClient(extprocv3.NewExternalProcessorClient(conn), opts)
+}
+
+// NewClient returns a Client over any ext_proc client, e.g. the in-process
+// link of internal/extproclocal, so that the same conformance tests run
+// over gRPC and without it.
+func NewClient(c extprocv3.ExternalProcessorClient, opts Options) *Client {
 	if opts.MessageTimeout == 0 {
 		opts.MessageTimeout = DefaultMessageTimeout
 	}
@@ -196,7 +203,7 @@ func New(conn grpc.ClientConnInterface, opts Options) *Client {
 	if opts.BufferLimit == 0 {
 		opts.BufferLimit = 1 << 20
 	}
-	return &Client{c: extprocv3.NewExternalProcessorClient(conn), opts: opts}
+	return &Client{c: c, opts: opts}
 }
 
 // ErrInvalidMutation marks a mutation Envoy rejects with a local 500.
