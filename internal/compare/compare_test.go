@@ -76,6 +76,37 @@ func TestExampleRedactsAndShortens(t *testing.T) {
 	}
 }
 
+// A difference at a container (data null on one side, a shape change,
+// an object where a number was) shows the whole value: a credential
+// nested in it (an SDN IPAM's token, a DNS plugin's key) must still be
+// redacted, in /compare, /compare.json and migration-ctl compare.
+func TestExampleRedactsNestedSecrets(t *testing.T) {
+	cases := []struct{ name, perl, rust string }{
+		{"object vs null", `{"data":{"ipam":"nb","type":"netbox","token":"SEKRIT"}}`, `{"data":null}`},
+		{"object vs array", `{"data":{"dns":"pdns","key":"SEKRIT"}}`, `{"data":[1]}`},
+		{"nested object vs number", `{"data":[{"id":"a","x":{"password":"SEKRIT"}}]}`, `{"data":[{"id":"a","x":5}]}`},
+		{"deep in an array", `{"data":{"list":[{"Token":"SEKRIT"}]}}`, `{"data":{"list":"none"}}`},
+		{"rust side", `{"data":null}`, `{"data":{"psk":"SEKRIT","ticket":"SEKRIT"}}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := Compare(Input{Perl: ans(c.perl), Rust: ans(c.rust)})
+			if v.Result != Mismatch || len(v.Fields) == 0 {
+				t.Fatalf("want a mismatch, got %+v", v)
+			}
+			for _, f := range v.Fields {
+				raw := string(f.Perl) + string(f.Rust)
+				if strings.Contains(raw, "SEKRIT") {
+					t.Errorf("%s example shows a nested secret: %s", f.Path, raw)
+				}
+				if !strings.Contains(raw, "(redacted)") {
+					t.Errorf("%s example lost the redaction marker: %s", f.Path, raw)
+				}
+			}
+		})
+	}
+}
+
 func TestReport(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	r := NewReport(t0)
