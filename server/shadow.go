@@ -66,7 +66,12 @@ func (s *stream) shadowDecided() {
 	}
 	c := s.dec.Decision.Category
 	if s.dec.Method == "GET" {
-		s.sh.sampled = c != routing.NotNetwork && sh.Sample(c, pathNode(s.dec.Path))
+		// The kill switch is the rollback of a node that cannot write the
+		// config (no quorum), so cannot turn [compare] off either: while
+		// it is on, rust gets nothing, shadow GETs with the caller's
+		// credentials included.
+		s.sh.sampled = c != routing.NotNetwork && s.dec.Decision.Reason != routing.ReasonKillSwitch &&
+			sh.Sample(c, pathNode(s.dec.Path))
 		if s.sh.sampled {
 			s.sh.authorization, s.sh.cookieValue = string(s.sh.auth), string(s.sh.cookie)
 		}

@@ -107,3 +107,29 @@ func TestProcessorFeedsShadow(t *testing.T) {
 		})
 	}
 }
+
+// TestKillSwitchStopsShadow: the kill switch is the rollback of a node
+// without quorum, where [compare] cannot be turned off in the file either.
+// While it is on, a GET goes to perl and no shadow job (which would send
+// the caller's credentials to rust) is even sampled.
+func TestKillSwitchStopsShadow(t *testing.T) {
+	for _, kill := range []bool{false, true} {
+		t.Run(map[bool]string{false: "off", true: "on"}[kill], func(t *testing.T) {
+			f := &fakeShadower{sample: true}
+			h := newHarness(t, snapshot(routing.PerlOnly), harnessOpts{shadow: f,
+				local: func() routing.Local { return routing.Local{Node: "pve1", KillSwitch: kill} }})
+			h.do(t, extproctest.Request{Method: "GET", Path: "/api2/json/nodes/pve1/network",
+				Headers:  map[string]string{"authorization": "PVEAPIToken=u@pam!t=s3cr3t"},
+				Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}})
+			h.stop(t)
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if kill && (len(f.sampled) != 0 || len(f.jobs) != 0) {
+				t.Errorf("kill switch on: sampled %q, jobs %d; want none", f.sampled, len(f.jobs))
+			}
+			if !kill && len(f.jobs) != 1 {
+				t.Errorf("kill switch off: %d jobs, want 1 (compare runs in perl-only)", len(f.jobs))
+			}
+		})
+	}
+}
