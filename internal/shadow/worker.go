@@ -231,7 +231,7 @@ func (w *Worker) Sample(c routing.Category, node string) bool {
 // router has routed; jobs running meanwhile compare two different states
 // and are skipped. Every WriteStarted needs a WriteDone.
 func (w *Worker) WriteStarted(node string) {
-	b := bucket(node)
+	b := w.bucket(node)
 	w.mu.Lock()
 	w.writing[b]++
 	w.gens[b]++
@@ -240,7 +240,7 @@ func (w *Worker) WriteStarted(node string) {
 
 // WriteDone notes that a write's answer came back (or it was abandoned).
 func (w *Worker) WriteDone(node string) {
-	b := bucket(node)
+	b := w.bucket(node)
 	w.mu.Lock()
 	if w.writing[b] > 0 {
 		w.writing[b]--
@@ -249,11 +249,20 @@ func (w *Worker) WriteDone(node string) {
 	w.mu.Unlock()
 }
 
+// bucket is node's write-tracking bucket, with "localhost" standing for
+// this router's node: both name the same interfaces file.
+func (w *Worker) bucket(node string) int {
+	if node == "localhost" && w.o.Node != "" {
+		node = w.o.Node
+	}
+	return bucket(node)
+}
+
 // stateGen is the write generation a job on node depends on, and whether
 // a write that could change it is in flight. Caller holds mu.
 func (w *Worker) stateGen(node string) (uint64, bool) {
 	g, busy := w.gens[0], w.writing[0] > 0
-	if b := bucket(node); b != 0 {
+	if b := w.bucket(node); b != 0 {
 		g += w.gens[b]
 		busy = busy || w.writing[b] > 0
 	}
