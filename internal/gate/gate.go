@@ -28,8 +28,10 @@ import (
 // reads of the category were compared and how many mismatched. The
 // compare engine implements it; nil means no comparison runs, so reads
 // have no evidence and mismatches never trip.
+// The gate asks for the last d before now: its window, or less right
+// after a reset (*compare.Report implements it).
 type CompareEvidence interface {
-	Window(category string, now time.Time) (compared, mismatched int)
+	Window(category string, now time.Time, d time.Duration) (compared, mismatched int)
 }
 
 // State is where trips take effect: localstate.State.
@@ -97,6 +99,10 @@ type Gate struct {
 	mu      sync.Mutex
 	size    time.Duration // window size the windows were built for
 	windows [numCategories]*window
+	// since is when a category's trip was last reset: the compare
+	// figures the gate judges start there, so the mismatches that
+	// tripped it cannot trip it again the moment it is back.
+	since [numCategories]time.Time
 	last    *config.Snapshot // the snapshot Reconfigure saw last
 }
 
@@ -236,7 +242,11 @@ func (g *Gate) Check() {
 			}
 		}
 		if g.compare != nil && (f.rustAttempts > 0 || g.servesRust(c)) {
-			compared, mismatched := g.compare.Window(c.String(), now)
+			d := set.Window
+			if s := g.since[c]; !s.IsZero() && now.Sub(s) < d {
+				d = now.Sub(s)
+			}
+			compared, mismatched := g.compare.Window(c.String(), now, d)
 			if compared >= set.MinRequests {
 				if rate := float64(mismatched) / float64(compared); rate > set.MaxMismatchRate {
 					g.trip(c, "max_mismatch_rate", set.MaxMismatchRate, rate, set,
@@ -309,12 +319,14 @@ func (g *Gate) Reset(reason string, cs ...routing.Category) []routing.Category {
 		cs = before.List()
 	}
 	var reset []routing.Category
+	now := g.now()
 	g.mu.Lock()
 	for _, c := range cs {
 		if c == routing.NotNetwork || int(c) >= numCategories {
 			continue
 		}
 		g.windows[c] = newWindow(g.size)
+		g.since[c] = now
 		if before.Has(c) {
 			reset = append(reset, c)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pve-migration/router/internal/compare"
 	"github.com/pve-migration/router/internal/config"
 	"github.com/pve-migration/router/internal/localstate"
 	"github.com/pve-migration/router/internal/logsink"
@@ -26,7 +27,7 @@ func newClock() *clock               { return &clock{t: time.Date(2026, 12, 6, 8
 
 type fakeCompare struct{ compared, mismatched map[string]int }
 
-func (f *fakeCompare) Window(c string, _ time.Time) (int, int) { return f.compared[c], f.mismatched[c] }
+func (f *fakeCompare) Window(c string, _ time.Time, _ time.Duration) (int, int) { return f.compared[c], f.mismatched[c] }
 
 type fixture struct {
 	g     *Gate
@@ -292,5 +293,41 @@ func TestLateOutcomeDropped(t *testing.T) {
 	f.g.Record(Outcome{At: f.clk.now().Add(-300 * time.Second), Category: routing.NodeNetworkRead, Backend: routing.Rust, ServedBy: "rust", Status: 200})
 	if got := f.g.Plan().Categories[0].Evidence.RustAttempts; got != 10 {
 		t.Fatalf("window holds %d attempts after a late outcome, want 10", got)
+	}
+}
+
+// TestResetForgetsCompareEvidence: a category tripped on mismatches and
+// reset by the operator (rust fixed) must not trip again at once on the
+// same mismatches, still inside the window; new mismatches after the
+// reset trip it again.
+func TestResetForgetsCompareEvidence(t *testing.T) {
+	rep := compare.NewReport(time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC))
+	f := newFixture(t, snap(routing.RustReadOnly), rep)
+	mis := compare.Verdict{Result: compare.Mismatch, Fields: []compare.Field{{Path: "data[].method", Kind: compare.KindValue}}}
+	record := func(n int, v compare.Verdict) {
+		for i := 0; i < n; i++ {
+			rep.Record("node-network-read", "/nodes/{node}/network", "GET", v, f.clk.now())
+		}
+	}
+	record(30, mis)
+	f.g.Check()
+	if !f.tripped(routing.NodeNetworkRead) {
+		t.Fatal("30 of 30 mismatched did not trip")
+	}
+	f.clk.add(5 * time.Second)
+	f.g.Reset("test")
+	for _, step := range []time.Duration{0, time.Second, 10 * time.Second, time.Minute} {
+		f.clk.add(step)
+		record(30, compare.Verdict{Result: compare.Match})
+		f.g.Check()
+		if f.tripped(routing.NodeNetworkRead) {
+			t.Fatalf("%v after the reset: tripped again on the mismatches from before it:\n%s", step, f.log.String())
+		}
+	}
+	f.clk.add(time.Second)
+	record(30, mis)
+	f.g.Check()
+	if !f.tripped(routing.NodeNetworkRead) {
+		t.Fatal("mismatches after the reset did not trip")
 	}
 }
