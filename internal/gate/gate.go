@@ -103,7 +103,7 @@ type Gate struct {
 	// figures the gate judges start there, so the mismatches that
 	// tripped it cannot trip it again the moment it is back.
 	since [numCategories]time.Time
-	last    *config.Snapshot // the snapshot Reconfigure saw last
+	last  *config.Snapshot // the snapshot Reconfigure saw last
 }
 
 var _ outcome.Observer = (*Gate)(nil)

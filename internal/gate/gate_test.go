@@ -27,7 +27,9 @@ func newClock() *clock               { return &clock{t: time.Date(2026, 12, 6, 8
 
 type fakeCompare struct{ compared, mismatched map[string]int }
 
-func (f *fakeCompare) Window(c string, _ time.Time, _ time.Duration) (int, int) { return f.compared[c], f.mismatched[c] }
+func (f *fakeCompare) Window(c string, _ time.Time, _ time.Duration) (int, int) {
+	return f.compared[c], f.mismatched[c]
+}
 
 type fixture struct {
 	g     *Gate
