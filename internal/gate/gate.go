@@ -358,6 +358,13 @@ func (g *Gate) Reconfigure(next *config.Snapshot) {
 	if prev == nil || prev == next {
 		return
 	}
+	if prev.Gate.Enabled && !next.Gate.Enabled {
+		// [gate] enabled = false means the gate holds nothing back: a
+		// trip kept from before would send a category to perl with no
+		// gate to answer for it (and nothing in the file to say why).
+		g.Reset("gate disabled")
+		return
+	}
 	node := g.state.Local().Node
 	var changed []routing.Category
 	for _, c := range routing.Categories() {

@@ -333,3 +333,27 @@ func TestResetForgetsCompareEvidence(t *testing.T) {
 		t.Fatal("mismatches after the reset did not trip")
 	}
 }
+
+// TestDisablingGateReleasesTrips: `[gate] enabled = false` releases every
+// trip; a reload that keeps the gate on keeps them.
+func TestDisablingGateReleasesTrips(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		enabled bool
+	}{{"still enabled", true}, {"disabled", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, snap(routing.RustReadOnly), nil)
+			f.g.Reconfigure(f.current())
+			f.send(routing.NodeNetworkRead, routing.Rust, routing.ReasonPhase, 30, 2, time.Millisecond)
+			if !f.tripped(routing.NodeNetworkRead) {
+				t.Fatal("not tripped")
+			}
+			next := snap(routing.RustReadOnly, func(s *config.Snapshot) { s.Gate.Enabled = tc.enabled })
+			f.set(next)
+			f.g.Reconfigure(next)
+			if got := f.tripped(routing.NodeNetworkRead); got != tc.enabled {
+				t.Fatalf("tripped = %v after a reload with enabled = %v", got, tc.enabled)
+			}
+		})
+	}
+}
