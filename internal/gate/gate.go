@@ -83,6 +83,16 @@ func (o *Outcome) RustFailed() bool {
 	return o.Fallback || o.ServedBy == "" || (o.ServedBy == "rust" && o.Status >= 500)
 }
 
+// AuthRejected reports whether the request was turned away by the
+// backend's authentication (401, 403) without a rust failure before it.
+// Such an answer says nothing about rust's network code, and anyone can
+// send one (no or forged credentials, a forged canary id): counted, a
+// flood of them would dilute a real error rate below the limit, lower
+// rust's p99, and make up canary "evidence" for advance.
+func (o *Outcome) AuthRejected() bool {
+	return (o.Status == 401 || o.Status == 403) && !o.RustFailed()
+}
+
 const numCategories = int(routing.SDNWrite) + 1
 
 // Gate is safe for concurrent use.
@@ -193,7 +203,7 @@ func (g *Gate) Run(ctx context.Context) error {
 // Record adds one outcome to its category's window and, for a rust
 // attempt, checks the error rate at once.
 func (g *Gate) Record(o Outcome) {
-	if o.Category == routing.NotNetwork || int(o.Category) >= numCategories {
+	if o.Category == routing.NotNetwork || int(o.Category) >= numCategories || o.AuthRejected() {
 		return
 	}
 	set := g.settings()

@@ -357,3 +357,46 @@ func TestDisablingGateReleasesTrips(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthRejectionsAreNoEvidence: answers turned away by authentication
+// (anyone can send them, with no or forged credentials, or a forged
+// canary id) neither dilute rust's error rate below the limit nor make
+// up canary evidence for advance.
+func TestAuthRejectionsAreNoEvidence(t *testing.T) {
+	flood := func(f *fixture, c routing.Category, reason routing.Reason, status, n int) {
+		for i := 0; i < n; i++ {
+			f.g.Record(Outcome{At: f.clk.now(), Category: c, Backend: routing.Rust, Reason: reason, ServedBy: "rust", Status: status, Duration: time.Millisecond})
+			f.clk.add(time.Millisecond)
+		}
+	}
+	t.Run("dilution", func(t *testing.T) {
+		f := newFixture(t, snap(routing.RustReadOnly), nil)
+		// 30% of real reads fail: 6 of 20 (the first ones trip at once,
+		// so the flood comes first).
+		flood(f, routing.NodeNetworkRead, routing.ReasonPhase, 401, 500)
+		flood(f, routing.NodeNetworkRead, routing.ReasonPhase, 403, 500)
+		f.send(routing.NodeNetworkRead, routing.Rust, routing.ReasonPhase, 20, 3, time.Millisecond)
+		f.g.Check()
+		if !f.tripped(routing.NodeNetworkRead) {
+			t.Fatalf("1000 rejected requests hid a 35%% error rate:\n%s", f.log.String())
+		}
+	})
+	t.Run("forged canary evidence", func(t *testing.T) {
+		f := newFixture(t, snap(routing.RustReadOnly), nil)
+		flood(f, routing.NodeNetworkBasicWrite, routing.ReasonCanary, 401, 100)
+		basic := f.g.Plan().Categories[1]
+		if basic.Evidence.OK || basic.Evidence.Canary != 0 {
+			t.Fatalf("401 answers to a forged canary id count as evidence: %+v", basic.Evidence)
+		}
+		f.send(routing.NodeNetworkBasicWrite, routing.Rust, routing.ReasonCanary, 20, 0, time.Millisecond)
+		if basic := f.g.Plan().Categories[1]; !basic.Evidence.OK || basic.Evidence.Canary != 20 {
+			t.Fatalf("real canary writes not evidence: %+v", basic.Evidence)
+		}
+	})
+	t.Run("rust failure before a 401 still counts", func(t *testing.T) {
+		o := Outcome{Backend: routing.Rust, ServedBy: "perl", Fallback: true, Status: 401}
+		if o.AuthRejected() {
+			t.Fatal("a fallback after a rust failure was dropped as an auth rejection")
+		}
+	})
+}
