@@ -3,6 +3,7 @@ package ctl
 import (
 	"flag"
 	"fmt"
+	"path/filepath"
 )
 
 // flagSet reports whether the command line set flag name (not its default).
@@ -33,7 +34,9 @@ func (a *app) killSwitchPath(path string, explicit bool, t editTarget) (string, 
 		return path, ExitOK
 	}
 	watched := resp.GetNode().GetKillSwitchPath()
-	if watched == "" || sameFile(path, watched) {
+	if watched == "" || !filepath.IsAbs(watched) || sameFile(path, watched) {
+		// A relative path is the router's own directory's business: it
+		// cannot be compared from here.
 		return path, ExitOK
 	}
 	if !explicit {
