@@ -323,7 +323,16 @@ func (g *Gate) Tripped() []routing.Category { return g.state.Local().Tripped.Lis
 // Reset clears the trips of cs (every trip when cs is empty) and their
 // windows, so the failures that tripped a category cannot trip it again
 // the moment it is back. It returns the categories that were tripped.
+//
+// The compare mismatches before an operator's reset are forgotten too: the
+// operator says rust is fixed. A reset by a config change keeps them: a
+// category moved to rust (advance --force) over mismatching reads trips
+// at once, as it should.
 func (g *Gate) Reset(reason string, cs ...routing.Category) []routing.Category {
+	return g.reset(reason, true, cs...)
+}
+
+func (g *Gate) reset(reason string, forgetCompare bool, cs ...routing.Category) []routing.Category {
 	before := g.state.Local().Tripped
 	if len(cs) == 0 {
 		cs = before.List()
@@ -336,7 +345,9 @@ func (g *Gate) Reset(reason string, cs ...routing.Category) []routing.Category {
 			continue
 		}
 		g.windows[c] = newWindow(g.size)
-		g.since[c] = now
+		if forgetCompare {
+			g.since[c] = now
+		}
 		if before.Has(c) {
 			reset = append(reset, c)
 		}
@@ -372,7 +383,7 @@ func (g *Gate) Reconfigure(next *config.Snapshot) {
 		// [gate] enabled = false means the gate holds nothing back: a
 		// trip kept from before would send a category to perl with no
 		// gate to answer for it (and nothing in the file to say why).
-		g.Reset("gate disabled")
+		g.reset("gate disabled", false)
 		return
 	}
 	node := g.state.Local().Node
@@ -386,7 +397,7 @@ func (g *Gate) Reconfigure(next *config.Snapshot) {
 		}
 	}
 	if len(changed) > 0 {
-		g.Reset("config change", changed...)
+		g.reset("config change", false, changed...)
 	}
 }
 

@@ -400,3 +400,29 @@ func TestAuthRejectionsAreNoEvidence(t *testing.T) {
 		}
 	})
 }
+
+// TestPhaseChangeKeepsCompareEvidence: moving a category to rust over
+// mismatching reads (advance --force) trips it at once; only an
+// operator's gate reset forgets the mismatches.
+func TestPhaseChangeKeepsCompareEvidence(t *testing.T) {
+	rep := compare.NewReport(time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC))
+	f := newFixture(t, snap(routing.PerlOnly), rep)
+	f.g.Reconfigure(f.current())
+	for i := 0; i < 30; i++ {
+		rep.Record("node-network-read", "/nodes/{node}/network", "GET",
+			compare.Verdict{Result: compare.Mismatch, Fields: []compare.Field{{Path: "data[].mtu", Kind: compare.KindType}}}, f.clk.now())
+	}
+	f.g.Check()
+	if f.tripped(routing.NodeNetworkRead) {
+		t.Fatal("tripped while perl serves reads")
+	}
+	f.clk.add(2 * time.Second)
+	next := snap(routing.RustReadOnly)
+	f.set(next)
+	f.g.Reconfigure(next)
+	f.clk.add(time.Second)
+	f.g.Check()
+	if !f.tripped(routing.NodeNetworkRead) {
+		t.Fatalf("reads moved to rust over 30 of 30 mismatching comparisons and the gate kept them there:\n%s", f.log.String())
+	}
+}
