@@ -22,9 +22,11 @@ type Shadower interface {
 	// Submit hands over a sampled GET answered 200; it never blocks.
 	Submit(j shadow.Job)
 	// WriteStarted and WriteDone bracket a write to a node ("" for the
-	// cluster), so that comparisons overlapping it are skipped.
-	WriteStarted(node string)
-	WriteDone(node string)
+	// cluster), so that comparisons overlapping it are skipped unless the
+	// backend refused it (status 401 or 403; 0 when the stream ended
+	// without an answer). WriteStarted returns the id WriteDone takes.
+	WriteStarted(node string) uint64
+	WriteDone(node string, id uint64, status int)
 }
 
 var _ Shadower = (*shadow.Worker)(nil)
@@ -44,6 +46,7 @@ type shadowState struct {
 	authorization, cookieValue string
 	write                      bool   // a write was announced with WriteStarted
 	writeNode                  string // its node
+	writeID                    uint64 // and its id
 }
 
 // shadowHeader keeps a reference to a credential header (no copy: most
@@ -84,7 +87,7 @@ func (s *stream) shadowDecided() {
 		return
 	}
 	s.sh.write, s.sh.writeNode = true, pathNode(s.dec.Path)
-	sh.WriteStarted(s.sh.writeNode)
+	s.sh.writeID = sh.WriteStarted(s.sh.writeNode)
 }
 
 // shadowFinished runs at the response headers (or when the stream ends
@@ -97,7 +100,7 @@ func (s *stream) shadowFinished(status int, servedBy string) {
 	}
 	if s.sh.write {
 		s.sh.write = false
-		sh.WriteDone(s.sh.writeNode)
+		sh.WriteDone(s.sh.writeNode, s.sh.writeID, status)
 	}
 	if !s.sh.sampled || status != http.StatusOK || servedBy == "" {
 		s.sh.sampled, s.sh.authorization, s.sh.cookieValue = false, "", ""

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -32,15 +33,16 @@ func (f *fakeShadower) Submit(j shadow.Job) {
 	defer f.mu.Unlock()
 	f.jobs = append(f.jobs, j)
 }
-func (f *fakeShadower) WriteStarted(node string) {
+func (f *fakeShadower) WriteStarted(node string) uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes = append(f.writes, "+"+node)
+	return uint64(len(f.writes))
 }
-func (f *fakeShadower) WriteDone(node string) {
+func (f *fakeShadower) WriteDone(node string, id uint64, status int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.writes = append(f.writes, "-"+node)
+	f.writes = append(f.writes, fmt.Sprintf("-%s %d %d", node, id, status))
 }
 
 // TestProcessorFeedsShadow: only a sampled GET answered 200 by a backend
@@ -70,9 +72,9 @@ func TestProcessorFeedsShadow(t *testing.T) {
 		{"not network", true, extproctest.Request{Method: "GET", Path: "/api2/json/version", Headers: creds,
 			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, nil, ""},
 		{"write", true, extproctest.Request{Method: "POST", Path: "/api2/json/nodes/pve1/network?type=bridge", Headers: creds,
-			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+pve1", "-pve1"}, ""},
+			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+pve1", "-pve1 1 200"}, ""},
 		{"sdn write", true, extproctest.Request{Method: "PUT", Path: "/api2/json/cluster/sdn", Headers: creds,
-			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+", "-"}, ""},
+			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+", "- 1 200"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
