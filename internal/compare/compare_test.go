@@ -88,6 +88,23 @@ func TestExampleRedactsAndShortens(t *testing.T) {
 // an object where a number was) shows the whole value: a credential
 // nested in it (an SDN IPAM's token, a DNS plugin's key) must still be
 // redacted, in /compare, /compare.json and migration-ctl compare.
+// TestNoiseLearnedOnlyWhenRepeated: a path that differed between the two
+// answers of one backend once (a change nobody routed, pvesh on the
+// node) is not learned as noise for the template; seen in a second job
+// it is.
+func TestNoiseLearnedOnlyWhenRepeated(t *testing.T) {
+	r := NewReport(time.Unix(1_000_000, 0))
+	noisy := Verdict{Result: Noise, Fields: []Field{{Path: "data[].mtu", Kind: KindNoise}}, NoisePaths: []string{"data[].mtu"}}
+	r.Record("node-network-read", "/nodes/{node}/network", "GET", noisy, time.Unix(1_000_001, 0))
+	if r.Learned("/nodes/{node}/network")("data[].mtu") {
+		t.Fatal("learned from a single job: one out-of-band change hides every later mtu mismatch")
+	}
+	r.Record("node-network-read", "/nodes/{node}/network", "GET", noisy, time.Unix(1_000_002, 0))
+	if !r.Learned("/nodes/{node}/network")("data[].mtu") {
+		t.Fatal("noise seen in two jobs not learned")
+	}
+}
+
 func TestExampleRedactsNestedSecrets(t *testing.T) {
 	cases := []struct{ name, perl, rust string }{
 		{"object vs null", `{"data":{"ipam":"nb","type":"netbox","token":"SEKRIT"}}`, `{"data":null}`},
