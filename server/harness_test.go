@@ -127,6 +127,7 @@ type harness struct {
 type harnessOpts struct {
 	lookup   server.TypeLookup
 	shadow   server.Shadower
+	local    func() routing.Local
 	client   extproctest.Options
 	shutdown time.Duration
 }
@@ -142,6 +143,7 @@ func newHarness(t testing.TB, snap *config.Snapshot, o harnessOpts) *harness {
 		Lookup:   o.lookup,
 		Logger:   logger,
 		Shadow:   o.shadow,
+		Local:    o.local,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -22,9 +22,11 @@ type Shadower interface {
 	// Submit hands over a sampled GET answered 200; it never blocks.
 	Submit(j shadow.Job)
 	// WriteStarted and WriteDone bracket a write to a node ("" for the
-	// cluster), so that comparisons overlapping it are skipped.
-	WriteStarted(node string)
-	WriteDone(node string)
+	// cluster), so that comparisons overlapping it are skipped unless the
+	// backend refused it (status 401 or 403; 0 when the stream ended
+	// without an answer). WriteStarted returns the id WriteDone takes.
+	WriteStarted(node string) uint64
+	WriteDone(node string, id uint64, status int)
 }
 
 var _ Shadower = (*shadow.Worker)(nil)
@@ -44,6 +46,7 @@ type shadowState struct {
 	authorization, cookieValue string
 	write                      bool   // a write was announced with WriteStarted
 	writeNode                  string // its node
+	writeID                    uint64 // and its id
 }
 
 // shadowHeader keeps a reference to a credential header (no copy: most
@@ -66,7 +69,12 @@ func (s *stream) shadowDecided() {
 	}
 	c := s.dec.Decision.Category
 	if s.dec.Method == "GET" {
-		s.sh.sampled = c != routing.NotNetwork && sh.Sample(c, pathNode(s.dec.Path))
+		// The kill switch is the rollback of a node that cannot write the
+		// config (no quorum), so cannot turn [compare] off either: while
+		// it is on, rust gets nothing, shadow GETs with the caller's
+		// credentials included.
+		s.sh.sampled = c != routing.NotNetwork && s.dec.Decision.Reason != routing.ReasonKillSwitch &&
+			sh.Sample(c, pathNode(s.dec.Path))
 		if s.sh.sampled {
 			s.sh.authorization, s.sh.cookieValue = string(s.sh.auth), string(s.sh.cookie)
 		}
@@ -79,7 +87,7 @@ func (s *stream) shadowDecided() {
 		return
 	}
 	s.sh.write, s.sh.writeNode = true, pathNode(s.dec.Path)
-	sh.WriteStarted(s.sh.writeNode)
+	s.sh.writeID = sh.WriteStarted(s.sh.writeNode)
 }
 
 // shadowFinished runs at the response headers (or when the stream ends
@@ -92,7 +100,7 @@ func (s *stream) shadowFinished(status int, servedBy string) {
 	}
 	if s.sh.write {
 		s.sh.write = false
-		sh.WriteDone(s.sh.writeNode)
+		sh.WriteDone(s.sh.writeNode, s.sh.writeID, status)
 	}
 	if !s.sh.sampled || status != http.StatusOK || servedBy == "" {
 		s.sh.sampled, s.sh.authorization, s.sh.cookieValue = false, "", ""

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -32,15 +33,16 @@ func (f *fakeShadower) Submit(j shadow.Job) {
 	defer f.mu.Unlock()
 	f.jobs = append(f.jobs, j)
 }
-func (f *fakeShadower) WriteStarted(node string) {
+func (f *fakeShadower) WriteStarted(node string) uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes = append(f.writes, "+"+node)
+	return uint64(len(f.writes))
 }
-func (f *fakeShadower) WriteDone(node string) {
+func (f *fakeShadower) WriteDone(node string, id uint64, status int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.writes = append(f.writes, "-"+node)
+	f.writes = append(f.writes, fmt.Sprintf("-%s %d %d", node, id, status))
 }
 
 // TestProcessorFeedsShadow: only a sampled GET answered 200 by a backend
@@ -70,9 +72,9 @@ func TestProcessorFeedsShadow(t *testing.T) {
 		{"not network", true, extproctest.Request{Method: "GET", Path: "/api2/json/version", Headers: creds,
 			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, nil, ""},
 		{"write", true, extproctest.Request{Method: "POST", Path: "/api2/json/nodes/pve1/network?type=bridge", Headers: creds,
-			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+pve1", "-pve1"}, ""},
+			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+pve1", "-pve1 1 200"}, ""},
 		{"sdn write", true, extproctest.Request{Method: "PUT", Path: "/api2/json/cluster/sdn", Headers: creds,
-			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+", "-"}, ""},
+			Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}}, nil, false, []string{"+", "- 1 200"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +105,32 @@ func TestProcessorFeedsShadow(t *testing.T) {
 			}
 			if strings.Contains(tt.req.Path, "?") && j.RawQuery != "type=bridge" {
 				t.Errorf("query %q", j.RawQuery)
+			}
+		})
+	}
+}
+
+// TestKillSwitchStopsShadow: the kill switch is the rollback of a node
+// without quorum, where [compare] cannot be turned off in the file either.
+// While it is on, a GET goes to perl and no shadow job (which would send
+// the caller's credentials to rust) is even sampled.
+func TestKillSwitchStopsShadow(t *testing.T) {
+	for _, kill := range []bool{false, true} {
+		t.Run(map[bool]string{false: "off", true: "on"}[kill], func(t *testing.T) {
+			f := &fakeShadower{sample: true}
+			h := newHarness(t, snapshot(routing.PerlOnly), harnessOpts{shadow: f,
+				local: func() routing.Local { return routing.Local{Node: "pve1", KillSwitch: kill} }})
+			h.do(t, extproctest.Request{Method: "GET", Path: "/api2/json/nodes/pve1/network",
+				Headers:  map[string]string{"authorization": "PVEAPIToken=u@pam!t=s3cr3t"},
+				Upstream: extproctest.Upstream{Status: 200, ServedBy: "perl", Attempts: 1}})
+			h.stop(t)
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if kill && (len(f.sampled) != 0 || len(f.jobs) != 0) {
+				t.Errorf("kill switch on: sampled %q, jobs %d; want none", f.sampled, len(f.jobs))
+			}
+			if !kill && len(f.jobs) != 1 {
+				t.Errorf("kill switch off: %d jobs, want 1 (compare runs in perl-only)", len(f.jobs))
 			}
 		})
 	}

@@ -29,6 +29,10 @@ type Report struct {
 	templates  map[tplKey]*tplStats
 	categories map[string]*catStats
 	noise      map[string]map[string]bool // template → learned noise paths
+	// noiseSeen counts in how many jobs a path was noise before it is
+	// learned: one out-of-band change between two answers (pvesh on the
+	// node) must not hide that path's mismatches for good.
+	noiseSeen map[string]map[string]uint8
 }
 
 type tplKey struct{ template, method string }
@@ -62,7 +66,7 @@ type bucket struct {
 
 // NewReport returns an empty report whose window starts at since.
 func NewReport(since time.Time) *Report {
-	return &Report{since: since, templates: map[tplKey]*tplStats{}, categories: map[string]*catStats{}, noise: map[string]map[string]bool{}}
+	return &Report{since: since, templates: map[tplKey]*tplStats{}, categories: map[string]*catStats{}, noise: map[string]map[string]bool{}, noiseSeen: map[string]map[string]uint8{}}
 }
 
 // Record adds one job's verdict.
@@ -106,9 +110,21 @@ func (r *Report) Record(category, template, method string, v Verdict, now time.T
 			n = map[string]bool{}
 			r.noise[template] = n
 		}
+		seen := r.noiseSeen[template]
+		if seen == nil {
+			seen = map[string]uint8{}
+			r.noiseSeen[template] = seen
+		}
 		for _, p := range v.NoisePaths {
-			if len(n) < maxFields {
+			if n[p] {
+				continue
+			}
+			if _, ok := seen[p]; !ok && len(seen) >= maxFields {
+				continue
+			}
+			if seen[p]++; seen[p] >= learnAfter && len(n) < maxFields {
 				n[p] = true
+				delete(seen, p)
 			}
 		}
 	}
@@ -130,6 +146,9 @@ func (r *Report) Record(category, template, method string, v Verdict, now time.T
 		}
 	}
 }
+
+// learnAfter is in how many jobs a path must be noise to be learned.
+const learnAfter = 2
 
 // Learned returns the noise learned so far for template, for Input.Learned.
 // The function holds the report's lock only while it runs.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/pve-migration/router/internal/pveuser"
 )
@@ -42,8 +43,13 @@ func (p *parser) canaryTable(v any) {
 					if hasSecret(s) {
 						shown = redacted
 						msg = "malformed user id: " + err.Error()
+						if !strings.ContainsRune(s, '=') {
+							// Check's message quotes the part it rejects,
+							// which holds the secret here.
+							msg = "malformed user id: it contains what looks like an API token secret (a UUID); only the token's id USER@REALM!TOKENID belongs here"
+						}
 					}
-					if sug := pveuser.Suggest(s); sug != "" {
+					if sug := pveuser.Suggest(s); sug != "" && !hasSecret(sug) {
 						msg += fmt.Sprintf("; did you mean %q?", sug)
 					}
 					p.problem(full, shown, msg)
@@ -74,6 +80,28 @@ func (p *parser) canaryTable(v any) {
 func hasSecret(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] == '=' {
+			return true
+		}
+	}
+	return hasUUID(s)
+}
+
+// hasUUID reports whether s contains a UUID (8-4-4-4-12 hex digits), the
+// shape of a PVE API token secret, whatever separates it from the id.
+func hasUUID(s string) bool {
+	const n = 36
+	for i := 0; i+n <= len(s); i++ {
+		ok := true
+		for j := 0; j < n && ok; j++ {
+			c := s[i+j]
+			switch j {
+			case 8, 13, 18, 23:
+				ok = c == '-'
+			default:
+				ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+			}
+		}
+		if ok {
 			return true
 		}
 	}

@@ -62,6 +62,11 @@ func (c *Compare) Wants(cat routing.Category) bool {
 }
 
 // compareKeys are the keys of [compare], in the contract's order.
+// MaxCompareBodyBytes is the largest max_body_bytes accepted: a shadow
+// job holds three answers in memory, and up to max_inflight (1024) jobs
+// run at once, so an unbounded value lets one answer exhaust memory.
+const MaxCompareBodyBytes = 64 << 20
+
 var compareKeys = []string{"enabled", "sample_percent", "categories", "max_body_bytes", "timeout", "max_inflight", "schema", "api_schema"}
 
 // readCategories are the categories [compare] accepts: only GETs are ever
@@ -117,6 +122,12 @@ func (p *parser) compareTable(v any) {
 			n, ok := v.(int64)
 			if !ok || n <= 0 {
 				p.problem(full, valueText(v), "expected a positive integer number of bytes, got "+describe(v))
+				continue
+			}
+			if n > MaxCompareBodyBytes {
+				// Each running job holds three answers in memory, up
+				// to max_inflight jobs at once.
+				p.problem(full, valueText(v), fmt.Sprintf("out of range: at most %d bytes (64 MiB) per answer, got %d", int64(MaxCompareBodyBytes), n))
 				continue
 			}
 			c.MaxBodyBytes = n

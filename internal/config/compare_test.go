@@ -79,6 +79,8 @@ sample_percent = -1`, []string{"compare.sample_percent"}},
 max_inflight = 0`, []string{"compare.max_inflight"}},
 		{"body", `[compare]
 max_body_bytes = "big"`, []string{"compare.max_body_bytes", `"big"`}},
+		{"body too large", `[compare]
+max_body_bytes = 100000000000`, []string{"compare.max_body_bytes", "100000000000", "at most 67108864"}},
 		{"timeout", `[compare]
 timeout = 0`, []string{"compare.timeout"}},
 		{"unknown key", `[compare]

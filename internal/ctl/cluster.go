@@ -23,6 +23,8 @@ import (
 type phaseOptions struct {
 	dryRun, force, local bool
 	node, killSwitch     string
+	// killSwitchSet: --kill-switch was given (else it is the default).
+	killSwitchSet bool
 }
 
 // setPhaseRouted sends set-phase to the right edit: the node-local kill
@@ -80,6 +82,11 @@ func (a *app) setPhaseLocal(target routing.Phase, o phaseOptions) int {
 	if o.node != "" {
 		return a.usageError("set-phase", "--local acts on the node it runs on; run it there instead of passing --node")
 	}
+	ks, code := a.killSwitchPath(o.killSwitch, o.killSwitchSet, a.target)
+	if code != ExitOK {
+		return code
+	}
+	o.killSwitch = ks
 	if o.dryRun {
 		fmt.Fprintf(a.stdout, "dry run: would create the kill switch %s; nothing changed\n", o.killSwitch)
 		return ExitOK
@@ -292,11 +299,20 @@ survives a reboot. Its content is never read.
 		maxArgs: 1,
 		define: func(fs *flag.FlagSet) runFunc {
 			path := fs.String("kill-switch", killswitch.DefaultPath, "the kill switch file `PATH` (the router's --kill-switch)")
+			force := fs.Bool("force", false, "use --kill-switch even where the running router watches another file")
+			target := defineEditTarget(fs, force)
 			return func(a *app, _ configFlag, args []string) int {
+				a.target = target()
+				explicit := flagSet(fs, "kill-switch")
 				switch strings.ToLower(args[0]) {
 				case "on":
-					return a.setPhaseLocal(routing.PerlOnly, phaseOptions{killSwitch: *path})
+					return a.setPhaseLocal(routing.PerlOnly, phaseOptions{killSwitch: *path, killSwitchSet: explicit})
 				case "off":
+					p, code := a.killSwitchPath(*path, explicit, a.target)
+					if code != ExitOK {
+						return code
+					}
+					*path = p
 					wasOn, err := killswitch.Remove(*path)
 					if err != nil {
 						return a.failf([]string{"run as root"}, "%v", err)

@@ -137,7 +137,10 @@ func TestLocalKillSwitch(t *testing.T) {
 	ks := filepath.Join(dir, "lib", "perl-only")
 	path := writeConf(t, clusterConf)
 	before, _ := os.ReadFile(path)
-	r := run(t, nil, "", "set-phase", "perl-only", "--local", "--kill-switch", ks, "--config", path)
+	// No router to ask (a router on the default address of this machine
+	// would otherwise be asked which kill switch it watches).
+	noRouter := closedAddr(t)
+	r := run(t, nil, "", "set-phase", "perl-only", "--local", "--kill-switch", ks, "--config", path, "--router", noRouter)
 	if r.code != 0 || !strings.Contains(r.stdout, "kill switch on") {
 		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -165,13 +168,13 @@ func TestLocalKillSwitch(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d, %q", c.args, r.code, r.stderr, c.code, c.want)
 		}
 	}
-	if r := run(t, nil, "", "kill-switch", "off", "--kill-switch", ks); r.code != 0 || !strings.Contains(r.stdout, "kill switch off") {
+	if r := run(t, nil, "", "kill-switch", "off", "--kill-switch", ks, "--router", noRouter); r.code != 0 || !strings.Contains(r.stdout, "kill switch off") {
 		t.Fatalf("kill-switch off: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if _, err := os.Stat(ks); !os.IsNotExist(err) {
 		t.Errorf("kill switch still there: %v", err)
 	}
-	if r := run(t, nil, "", "kill-switch", "off", "--kill-switch", ks); r.code != 0 || !strings.Contains(r.stdout, "was not on") {
+	if r := run(t, nil, "", "kill-switch", "off", "--kill-switch", ks, "--router", noRouter); r.code != 0 || !strings.Contains(r.stdout, "was not on") {
 		t.Errorf("second off: exit %d\n%s", r.code, r.stdout)
 	}
 }

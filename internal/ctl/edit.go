@@ -67,6 +67,7 @@ node it runs on through its kill switch instead.`,
 			target := defineEditTarget(fs, &o.force)
 			return func(a *app, cfg configFlag, args []string) int {
 				a.target = target()
+				o.killSwitchSet = flagSet(fs, "kill-switch")
 				return a.setPhaseRouted(cfg, args[0], *o)
 			}
 		},

@@ -67,6 +67,10 @@ rate within max_mismatch_rate; writes, at least min_requests requests served
 by rust (canary users) within max_rust_error_rate and max_latency_ratio.
 Otherwise it exits 1 and names each category and what it lacks.
 
+The evidence is the router's node's: when that node has its own
+[nodes.NAME] phase (one node first), advance moves that table and leaves the
+other nodes alone. The file must be the one the router watches.
+
 With the router unreachable there is no evidence, so advance refuses. --force
 moves anyway (after saying what is missing). --dry-run only says. Rollback
 needs no evidence: ` + prog + ` set-phase perl-only.`,
@@ -327,7 +331,7 @@ func (a *app) advance(cfg configFlag, addr string, timeout time.Duration, dryRun
 	} else if len(held) > 0 {
 		fmt.Fprintf(a.stdout, "evidence holds for %s\n", strings.Join(held, ", "))
 	}
-	return a.setPhase(cfg, p.GetNext(), dryRun, false)
+	return a.advanceTo(cfg, addr, timeout, p.GetPhase(), p.GetNext(), dryRun)
 }
 
 // gateStatusView is `status --json`'s "gate": {"tripped": [...]}; from the

@@ -28,8 +28,10 @@ import (
 // reads of the category were compared and how many mismatched. The
 // compare engine implements it; nil means no comparison runs, so reads
 // have no evidence and mismatches never trip.
+// The gate asks for the last d before now: its window, or less right
+// after a reset (*compare.Report implements it).
 type CompareEvidence interface {
-	Window(category string, now time.Time) (compared, mismatched int)
+	Window(category string, now time.Time, d time.Duration) (compared, mismatched int)
 }
 
 // State is where trips take effect: localstate.State.
@@ -81,6 +83,16 @@ func (o *Outcome) RustFailed() bool {
 	return o.Fallback || o.ServedBy == "" || (o.ServedBy == "rust" && o.Status >= 500)
 }
 
+// AuthRejected reports whether the request was turned away by the
+// backend's authentication (401, 403) without a rust failure before it.
+// Such an answer says nothing about rust's network code, and anyone can
+// send one (no or forged credentials, a forged canary id): counted, a
+// flood of them would dilute a real error rate below the limit, lower
+// rust's p99, and make up canary "evidence" for advance.
+func (o *Outcome) AuthRejected() bool {
+	return (o.Status == 401 || o.Status == 403) && !o.RustFailed()
+}
+
 const numCategories = int(routing.SDNWrite) + 1
 
 // Gate is safe for concurrent use.
@@ -97,7 +109,11 @@ type Gate struct {
 	mu      sync.Mutex
 	size    time.Duration // window size the windows were built for
 	windows [numCategories]*window
-	last    *config.Snapshot // the snapshot Reconfigure saw last
+	// since is when a category's trip was last reset: the compare
+	// figures the gate judges start there, so the mismatches that
+	// tripped it cannot trip it again the moment it is back.
+	since [numCategories]time.Time
+	last  *config.Snapshot // the snapshot Reconfigure saw last
 }
 
 var _ outcome.Observer = (*Gate)(nil)
@@ -187,7 +203,7 @@ func (g *Gate) Run(ctx context.Context) error {
 // Record adds one outcome to its category's window and, for a rust
 // attempt, checks the error rate at once.
 func (g *Gate) Record(o Outcome) {
-	if o.Category == routing.NotNetwork || int(o.Category) >= numCategories {
+	if o.Category == routing.NotNetwork || int(o.Category) >= numCategories || o.AuthRejected() {
 		return
 	}
 	set := g.settings()
@@ -236,7 +252,11 @@ func (g *Gate) Check() {
 			}
 		}
 		if g.compare != nil && (f.rustAttempts > 0 || g.servesRust(c)) {
-			compared, mismatched := g.compare.Window(c.String(), now)
+			d := set.Window
+			if s := g.since[c]; !s.IsZero() && now.Sub(s) < d {
+				d = now.Sub(s)
+			}
+			compared, mismatched := g.compare.Window(c.String(), now, d)
 			if compared >= set.MinRequests {
 				if rate := float64(mismatched) / float64(compared); rate > set.MaxMismatchRate {
 					g.trip(c, "max_mismatch_rate", set.MaxMismatchRate, rate, set,
@@ -303,18 +323,31 @@ func (g *Gate) Tripped() []routing.Category { return g.state.Local().Tripped.Lis
 // Reset clears the trips of cs (every trip when cs is empty) and their
 // windows, so the failures that tripped a category cannot trip it again
 // the moment it is back. It returns the categories that were tripped.
+//
+// The compare mismatches before an operator's reset are forgotten too: the
+// operator says rust is fixed. A reset by a config change keeps them: a
+// category moved to rust (advance --force) over mismatching reads trips
+// at once, as it should.
 func (g *Gate) Reset(reason string, cs ...routing.Category) []routing.Category {
+	return g.reset(reason, true, cs...)
+}
+
+func (g *Gate) reset(reason string, forgetCompare bool, cs ...routing.Category) []routing.Category {
 	before := g.state.Local().Tripped
 	if len(cs) == 0 {
 		cs = before.List()
 	}
 	var reset []routing.Category
+	now := g.now()
 	g.mu.Lock()
 	for _, c := range cs {
 		if c == routing.NotNetwork || int(c) >= numCategories {
 			continue
 		}
 		g.windows[c] = newWindow(g.size)
+		if forgetCompare {
+			g.since[c] = now
+		}
 		if before.Has(c) {
 			reset = append(reset, c)
 		}
@@ -346,6 +379,13 @@ func (g *Gate) Reconfigure(next *config.Snapshot) {
 	if prev == nil || prev == next {
 		return
 	}
+	if prev.Gate.Enabled && !next.Gate.Enabled {
+		// [gate] enabled = false means the gate holds nothing back: a
+		// trip kept from before would send a category to perl with no
+		// gate to answer for it (and nothing in the file to say why).
+		g.reset("gate disabled", false)
+		return
+	}
 	node := g.state.Local().Node
 	var changed []routing.Category
 	for _, c := range routing.Categories() {
@@ -357,7 +397,7 @@ func (g *Gate) Reconfigure(next *config.Snapshot) {
 		}
 	}
 	if len(changed) > 0 {
-		g.Reset("config change", changed...)
+		g.reset("config change", false, changed...)
 	}
 }
 

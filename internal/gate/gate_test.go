@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pve-migration/router/internal/compare"
 	"github.com/pve-migration/router/internal/config"
 	"github.com/pve-migration/router/internal/localstate"
 	"github.com/pve-migration/router/internal/logsink"
@@ -26,7 +27,9 @@ func newClock() *clock               { return &clock{t: time.Date(2026, 12, 6, 8
 
 type fakeCompare struct{ compared, mismatched map[string]int }
 
-func (f *fakeCompare) Window(c string, _ time.Time) (int, int) { return f.compared[c], f.mismatched[c] }
+func (f *fakeCompare) Window(c string, _ time.Time, _ time.Duration) (int, int) {
+	return f.compared[c], f.mismatched[c]
+}
 
 type fixture struct {
 	g     *Gate
@@ -292,5 +295,134 @@ func TestLateOutcomeDropped(t *testing.T) {
 	f.g.Record(Outcome{At: f.clk.now().Add(-300 * time.Second), Category: routing.NodeNetworkRead, Backend: routing.Rust, ServedBy: "rust", Status: 200})
 	if got := f.g.Plan().Categories[0].Evidence.RustAttempts; got != 10 {
 		t.Fatalf("window holds %d attempts after a late outcome, want 10", got)
+	}
+}
+
+// TestResetForgetsCompareEvidence: a category tripped on mismatches and
+// reset by the operator (rust fixed) must not trip again at once on the
+// same mismatches, still inside the window; new mismatches after the
+// reset trip it again.
+func TestResetForgetsCompareEvidence(t *testing.T) {
+	rep := compare.NewReport(time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC))
+	f := newFixture(t, snap(routing.RustReadOnly), rep)
+	mis := compare.Verdict{Result: compare.Mismatch, Fields: []compare.Field{{Path: "data[].method", Kind: compare.KindValue}}}
+	record := func(n int, v compare.Verdict) {
+		for i := 0; i < n; i++ {
+			rep.Record("node-network-read", "/nodes/{node}/network", "GET", v, f.clk.now())
+		}
+	}
+	record(30, mis)
+	f.g.Check()
+	if !f.tripped(routing.NodeNetworkRead) {
+		t.Fatal("30 of 30 mismatched did not trip")
+	}
+	f.clk.add(5 * time.Second)
+	f.g.Reset("test")
+	for _, step := range []time.Duration{0, time.Second, 10 * time.Second, time.Minute} {
+		f.clk.add(step)
+		record(30, compare.Verdict{Result: compare.Match})
+		f.g.Check()
+		if f.tripped(routing.NodeNetworkRead) {
+			t.Fatalf("%v after the reset: tripped again on the mismatches from before it:\n%s", step, f.log.String())
+		}
+	}
+	f.clk.add(time.Second)
+	record(30, mis)
+	f.g.Check()
+	if !f.tripped(routing.NodeNetworkRead) {
+		t.Fatal("mismatches after the reset did not trip")
+	}
+}
+
+// TestDisablingGateReleasesTrips: `[gate] enabled = false` releases every
+// trip; a reload that keeps the gate on keeps them.
+func TestDisablingGateReleasesTrips(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		enabled bool
+	}{{"still enabled", true}, {"disabled", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, snap(routing.RustReadOnly), nil)
+			f.g.Reconfigure(f.current())
+			f.send(routing.NodeNetworkRead, routing.Rust, routing.ReasonPhase, 30, 2, time.Millisecond)
+			if !f.tripped(routing.NodeNetworkRead) {
+				t.Fatal("not tripped")
+			}
+			next := snap(routing.RustReadOnly, func(s *config.Snapshot) { s.Gate.Enabled = tc.enabled })
+			f.set(next)
+			f.g.Reconfigure(next)
+			if got := f.tripped(routing.NodeNetworkRead); got != tc.enabled {
+				t.Fatalf("tripped = %v after a reload with enabled = %v", got, tc.enabled)
+			}
+		})
+	}
+}
+
+// TestAuthRejectionsAreNoEvidence: answers turned away by authentication
+// (anyone can send them, with no or forged credentials, or a forged
+// canary id) neither dilute rust's error rate below the limit nor make
+// up canary evidence for advance.
+func TestAuthRejectionsAreNoEvidence(t *testing.T) {
+	flood := func(f *fixture, c routing.Category, reason routing.Reason, status, n int) {
+		for i := 0; i < n; i++ {
+			f.g.Record(Outcome{At: f.clk.now(), Category: c, Backend: routing.Rust, Reason: reason, ServedBy: "rust", Status: status, Duration: time.Millisecond})
+			f.clk.add(time.Millisecond)
+		}
+	}
+	t.Run("dilution", func(t *testing.T) {
+		f := newFixture(t, snap(routing.RustReadOnly), nil)
+		// 30% of real reads fail: 6 of 20 (the first ones trip at once,
+		// so the flood comes first).
+		flood(f, routing.NodeNetworkRead, routing.ReasonPhase, 401, 500)
+		flood(f, routing.NodeNetworkRead, routing.ReasonPhase, 403, 500)
+		f.send(routing.NodeNetworkRead, routing.Rust, routing.ReasonPhase, 20, 3, time.Millisecond)
+		f.g.Check()
+		if !f.tripped(routing.NodeNetworkRead) {
+			t.Fatalf("1000 rejected requests hid a 35%% error rate:\n%s", f.log.String())
+		}
+	})
+	t.Run("forged canary evidence", func(t *testing.T) {
+		f := newFixture(t, snap(routing.RustReadOnly), nil)
+		flood(f, routing.NodeNetworkBasicWrite, routing.ReasonCanary, 401, 100)
+		basic := f.g.Plan().Categories[1]
+		if basic.Evidence.OK || basic.Evidence.Canary != 0 {
+			t.Fatalf("401 answers to a forged canary id count as evidence: %+v", basic.Evidence)
+		}
+		f.send(routing.NodeNetworkBasicWrite, routing.Rust, routing.ReasonCanary, 20, 0, time.Millisecond)
+		if basic := f.g.Plan().Categories[1]; !basic.Evidence.OK || basic.Evidence.Canary != 20 {
+			t.Fatalf("real canary writes not evidence: %+v", basic.Evidence)
+		}
+	})
+	t.Run("rust failure before a 401 still counts", func(t *testing.T) {
+		o := Outcome{Backend: routing.Rust, ServedBy: "perl", Fallback: true, Status: 401}
+		if o.AuthRejected() {
+			t.Fatal("a fallback after a rust failure was dropped as an auth rejection")
+		}
+	})
+}
+
+// TestPhaseChangeKeepsCompareEvidence: moving a category to rust over
+// mismatching reads (advance --force) trips it at once; only an
+// operator's gate reset forgets the mismatches.
+func TestPhaseChangeKeepsCompareEvidence(t *testing.T) {
+	rep := compare.NewReport(time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC))
+	f := newFixture(t, snap(routing.PerlOnly), rep)
+	f.g.Reconfigure(f.current())
+	for i := 0; i < 30; i++ {
+		rep.Record("node-network-read", "/nodes/{node}/network", "GET",
+			compare.Verdict{Result: compare.Mismatch, Fields: []compare.Field{{Path: "data[].mtu", Kind: compare.KindType}}}, f.clk.now())
+	}
+	f.g.Check()
+	if f.tripped(routing.NodeNetworkRead) {
+		t.Fatal("tripped while perl serves reads")
+	}
+	f.clk.add(2 * time.Second)
+	next := snap(routing.RustReadOnly)
+	f.set(next)
+	f.g.Reconfigure(next)
+	f.clk.add(time.Second)
+	f.g.Check()
+	if !f.tripped(routing.NodeNetworkRead) {
+		t.Fatalf("reads moved to rust over 30 of 30 mismatching comparisons and the gate kept them there:\n%s", f.log.String())
 	}
 }

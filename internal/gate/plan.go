@@ -105,7 +105,7 @@ func (g *Gate) Plan() Plan {
 		if IsRead(c) {
 			e.Kind = KindCompare
 			if g.compare != nil {
-				e.Compared, e.Mismatched = g.compare.Window(c.String(), now)
+				e.Compared, e.Mismatched = g.compare.Window(c.String(), now, set.Window)
 				if e.Compared > 0 {
 					e.MismatchRate = float64(e.Mismatched) / float64(e.Compared)
 				}

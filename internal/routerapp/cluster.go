@@ -46,6 +46,10 @@ func (f *flags) validateNode() error {
 	}
 	if f.killSwitch == "" {
 		errs = append(errs, errors.New("--kill-switch: give a path (default "+killswitch.DefaultPath+")"))
+	} else if abs, err := filepath.Abs(f.killSwitch); err == nil {
+		// Reported in status as absolute: migration-ctl, run from another
+		// directory, creates the file the router watches.
+		f.killSwitch = abs
 	}
 	if f.stateInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--state-interval %s: give a positive interval", f.stateInterval))

@@ -270,7 +270,7 @@ func TestThreeNodeCluster(t *testing.T) {
 			t.Fatalf("set-phase on a read-only directory: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
 		start := time.Now()
-		code, out, errOut = runCtl("set-phase", "perl-only", "--local", "--kill-switch", nodes["pve1"].killSwitch)
+		code, out, errOut = runCtl("set-phase", "perl-only", "--local", "--kill-switch", nodes["pve1"].killSwitch, "--router", nodes["pve1"].grpc)
 		if code != 0 {
 			t.Fatalf("--local: exit %d\n%s%s", code, out, errOut)
 		}
@@ -297,7 +297,7 @@ func TestThreeNodeCluster(t *testing.T) {
 			return st.KillSwitch && st.Node.EffectivePhase == "perl-only" &&
 				(how != "read-only bind mount" || strings.Contains(st.Node.StateFileError, "read-only file system"))
 		})
-		if code, out, errOut := runCtl("kill-switch", "off", "--kill-switch", nodes["pve1"].killSwitch); code != 0 {
+		if code, out, errOut := runCtl("kill-switch", "off", "--kill-switch", nodes["pve1"].killSwitch, "--router", nodes["pve1"].grpc); code != 0 {
 			t.Fatalf("kill-switch off: exit %d\n%s%s", code, out, errOut)
 		}
 		waitFor(t, "pve1 back on rust", func() bool { return nodes["pve1"].servedBy(t, "GET", own("pve1")) == "rust" })

@@ -150,10 +150,14 @@ type compareWindow struct {
 	config func() *config.Snapshot
 }
 
-func (c compareWindow) Window(category string, now time.Time) (compared, mismatched int) {
-	d := 5 * time.Minute
-	if snap := c.config(); snap != nil && snap.Gate.Window > 0 {
-		d = snap.Gate.Window
+// d is the span the gate asks for (shorter than its window right after a
+// gate reset); 0 means the gate's window from the config.
+func (c compareWindow) Window(category string, now time.Time, d time.Duration) (compared, mismatched int) {
+	if d <= 0 {
+		d = 5 * time.Minute
+		if snap := c.config(); snap != nil && snap.Gate.Window > 0 {
+			d = snap.Gate.Window
+		}
 	}
 	return c.report.Window(category, now, d)
 }

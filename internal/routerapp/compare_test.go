@@ -245,11 +245,11 @@ func TestCompareWindowFollowsGateWindow(t *testing.T) {
 		snap := &config.Snapshot{}
 		snap.Gate.Window = tc.window
 		w := compareWindow{report: rep, config: func() *config.Snapshot { return snap }}
-		c, m := w.Window("node-network-read", now)
+		c, m := w.Window("node-network-read", now, 0)
 		if c != tc.compared || m != tc.mismatched {
 			t.Errorf("window %s: compared %d mismatched %d, want %d and %d", tc.window, c, m, tc.compared, tc.mismatched)
 		}
-		if c, _ := w.Window("sdn-read", now); c != 0 {
+		if c, _ := w.Window("sdn-read", now, 0); c != 0 {
 			t.Errorf("sdn-read has %d compared reads", c)
 		}
 	}

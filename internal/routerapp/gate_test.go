@@ -236,7 +236,7 @@ type fakeCompare struct {
 	compared, mismatched int
 }
 
-func (f *fakeCompare) Window(c string, _ time.Time) (int, int) {
+func (f *fakeCompare) Window(c string, _ time.Time, _ time.Duration) (int, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c != "node-network-read" {

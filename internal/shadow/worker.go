@@ -148,8 +148,9 @@ type Worker struct {
 	// of buckets by a hash of the node name (node names come from request
 	// paths, so a map could be grown by any client; two nodes sharing a
 	// bucket only cost a few extra skips). Bucket 0 is the cluster ("").
-	gens    [nodeBuckets]uint64
-	writing [nodeBuckets]int
+	gens   [nodeBuckets]uint64
+	writes [nodeBuckets]map[uint64]struct{} // writes in flight, by id
+	lastID uint64
 
 	submitted, dropped, done atomic.Uint64
 }
@@ -228,36 +229,114 @@ func (w *Worker) Sample(c routing.Category, node string) bool {
 }
 
 // WriteStarted notes a write to node ("" for a cluster-wide one) that the
-// router has routed; jobs running meanwhile compare two different states
-// and are skipped. Every WriteStarted needs a WriteDone.
-func (w *Worker) WriteStarted(node string) {
-	b := bucket(node)
+// router has routed, and returns its id for WriteDone. A job that runs
+// while it is in flight waits for its end: if it may have been applied,
+// the job compared two different states and is skipped.
+func (w *Worker) WriteStarted(node string) uint64 {
+	b := w.bucket(node)
 	w.mu.Lock()
-	w.writing[b]++
-	w.gens[b]++
-	w.mu.Unlock()
-}
-
-// WriteDone notes that a write's answer came back (or it was abandoned).
-func (w *Worker) WriteDone(node string) {
-	b := bucket(node)
-	w.mu.Lock()
-	if w.writing[b] > 0 {
-		w.writing[b]--
+	defer w.mu.Unlock()
+	w.lastID++
+	if w.writes[b] == nil {
+		w.writes[b] = map[uint64]struct{}{}
 	}
-	w.gens[b]++
-	w.mu.Unlock()
+	w.writes[b][w.lastID] = struct{}{}
+	return w.lastID
 }
 
-// stateGen is the write generation a job on node depends on, and whether
-// a write that could change it is in flight. Caller holds mu.
-func (w *Worker) stateGen(node string) (uint64, bool) {
-	g, busy := w.gens[0], w.writing[0] > 0
-	if b := bucket(node); b != 0 {
+// WriteDone notes that write id's answer came back with status (0: it
+// was abandoned, so nobody knows). A write the backend refused by its
+// authentication (401, 403) changed nothing: anyone can send one, and a
+// stream of them must not stop every comparison (the gate would then
+// never see a mismatch). Any other write may have changed the state.
+func (w *Worker) WriteDone(node string, id uint64, status int) {
+	b := w.bucket(node)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.writes[b], id)
+	if status != http.StatusUnauthorized && status != http.StatusForbidden {
+		w.gens[b]++
+	}
+}
+
+// bucket is node's write-tracking bucket, with "localhost" standing for
+// this router's node: both name the same interfaces file.
+func (w *Worker) bucket(node string) int {
+	if node == "localhost" && w.o.Node != "" {
+		node = w.o.Node
+	}
+	return bucket(node)
+}
+
+// stateGen is the write generation a job on node depends on. Caller holds
+// mu.
+func (w *Worker) stateGen(node string) uint64 {
+	g := w.gens[0]
+	if b := w.bucket(node); b != 0 {
 		g += w.gens[b]
-		busy = busy || w.writing[b] > 0
 	}
-	return g, busy
+	return g
+}
+
+// inFlight lists the writes in flight that a job on node depends on.
+// Caller holds mu.
+func (w *Worker) inFlight(node string) []uint64 {
+	var ids []uint64
+	for id := range w.writes[0] {
+		ids = append(ids, id)
+	}
+	if b := w.bucket(node); b != 0 {
+		for id := range w.writes[b] {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// anyInFlight reports whether one of ids is still in flight. Caller holds
+// mu.
+func (w *Worker) anyInFlight(node string, ids []uint64) bool {
+	b := w.bucket(node)
+	for _, id := range ids {
+		if _, ok := w.writes[0][id]; ok {
+			return true
+		}
+		if _, ok := w.writes[b][id]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// writesSettled waits until the writes in flight when the job's answers
+// were all in have ended (they may have been applied before an answer),
+// at most timeout. It reports false when they have not.
+func (w *Worker) writesSettled(ctx context.Context, node string, timeout time.Duration) bool {
+	w.mu.Lock()
+	ids := w.inFlight(node)
+	w.mu.Unlock()
+	if len(ids) == 0 {
+		return true
+	}
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		busy := w.anyInFlight(node, ids)
+		w.mu.Unlock()
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // Submit queues a job without blocking. A full queue drops it and counts
@@ -265,13 +344,8 @@ func (w *Worker) stateGen(node string) (uint64, bool) {
 func (w *Worker) Submit(j Job) {
 	w.submitted.Add(1)
 	w.mu.Lock()
-	g, busy := w.stateGen(j.Node)
+	j.gen = w.stateGen(j.Node)
 	w.mu.Unlock()
-	if busy {
-		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "write in flight"})
-		return
-	}
-	j.gen = g
 	select {
 	case w.queue <- j:
 	default:
@@ -367,11 +441,12 @@ func (w *Worker) run(ctx context.Context, j Job) {
 		fErr = aErr
 	}
 
+	settled := w.writesSettled(ctx, j.Node, c.Timeout)
 	w.mu.Lock()
-	g, busy := w.stateGen(j.Node)
+	g := w.stateGen(j.Node)
 	w.mu.Unlock()
 	switch {
-	case busy || g != j.gen:
+	case !settled || g != j.gen:
 		w.finish(j, compare.Verdict{Result: compare.Skipped, Reason: "write during job"})
 		return
 	case errors.Is(oErr, errTooLarge) || errors.Is(fErr, errTooLarge):
