@@ -54,6 +54,7 @@ td{white-space:nowrap}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.bad td{background:#fde8e8}
 tr.ok td{background:#eaf6ea}
+tr.rust-only td{background:#fde8e8}
 code{font-size:90%}
 .kind-noise{color:#777}
 </style>

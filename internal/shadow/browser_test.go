@@ -2,6 +2,7 @@ package shadow_test
 
 import (
 	"context"
+	"github.com/pve-migration/router/internal/pveschema"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -61,13 +62,21 @@ func TestComparePageInBrowser(t *testing.T) {
 	if bin == "" {
 		t.Skip("headless Chromium not found ($CHROMIUM, chromium, chromium-browser): run scripts/chromium.sh install (Debian's chromium package), or scripts/chromium.sh test")
 	}
-	e := newEnv(t, envOpts{compare: on100, queue: 4096, rustFaults: pvedemo.Faults{Diverge: "method"}})
+	// The schema section too, fed by the same jobs as the router feeds it.
+	schema := pveschema.NewConformance(nil)
+	if err := schema.Configure(true, ""); err != nil {
+		t.Fatal(err)
+	}
+	check := func(template, method, backend string, status int, data []byte) {
+		schema.CheckJob(template, method, pveschema.Answer{Backend: backend, Status: status, Body: data})
+	}
+	e := newEnv(t, envOpts{compare: on100, queue: 4096, rustFaults: pvedemo.Faults{Diverge: "method"}, check: check})
 	e.gets(30, 2, "perl", netList)
 	e.gets(10, 2, "perl", netList+"/vmbr0")
 	e.gets(5, 1, "perl", "/api2/json/cluster/sdn/vnets")
 	e.settle(45)
 
-	admin := httptest.NewServer(server.NewAdminHandler(server.AdminOptions{Config: e.store, Compare: e.worker.Report()}))
+	admin := httptest.NewServer(server.NewAdminHandler(server.AdminOptions{Config: e.store, Compare: e.worker.Report(), Schema: schema}))
 	defer admin.Close()
 
 	dom := runChromium(t, bin, "--dump-dom", admin.URL+"/compare")
@@ -99,11 +108,16 @@ func TestComparePageInBrowser(t *testing.T) {
 			t.Errorf("page lacks %q", s)
 		}
 	}
+	// Rust's diverged method breaks the schema's enum and perl's does not:
+	// a rust-only row; perl's own netmask quirk is baseline.
+	if !strings.Contains(dom, `<section id="schema">`) || !regexp.MustCompile(`<tr class="rust-only"><td>/nodes/\{node\}/network</td><td>GET</td><td>rust</td><td><code>data\[\]\.method</code></td><td>enum</td>`).MatchString(dom) {
+		t.Errorf("no rust-only schema violation of data[].method in the page:\n%s", dom)
+	}
 	if strings.Contains(dom, "5ecret") || strings.Contains(strings.ToLower(dom), "<script") {
 		t.Error("page shows a credential or carries a script")
 	}
 	if out := os.Getenv("COMPARE_SCREENSHOT"); out != "" {
-		runChromium(t, bin, "--screenshot="+out, "--window-size=1200,760", admin.URL+"/compare")
+		runChromium(t, bin, "--screenshot="+out, "--window-size=1200,1180", admin.URL+"/compare")
 		if st, err := os.Stat(out); err != nil || st.Size() == 0 {
 			t.Fatalf("screenshot %s not written: %v", out, err)
 		}

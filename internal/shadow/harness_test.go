@@ -49,6 +49,7 @@ type envOpts struct {
 	perlFaults pvedemo.Faults
 	rustFaults pvedemo.Faults
 	queue      int
+	check      shadow.Checker // schema check of both answers, if set
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -88,7 +89,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	e.store = config.NewStore(snap)
-	e.worker = shadow.New(shadow.Options{Config: e.store.Current, PerlURL: e.perlURL, RustURL: e.rustURL, Logger: quiet(), Queue: o.queue})
+	e.worker = shadow.New(shadow.Options{Config: e.store.Current, PerlURL: e.perlURL, RustURL: e.rustURL, Logger: quiet(), Queue: o.queue, Check: o.check})
 	wg.Add(1)
 	go func() { defer wg.Done(); e.worker.Run(ctx) }()
 	lookup, err := server.NewPerlLookup(server.PerlLookupOptions{Config: e.store.Current, Logger: quiet()})
