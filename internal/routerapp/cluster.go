@@ -88,6 +88,16 @@ func newNodeRuntime(f *flags, cfgPath string, store *config.Store, local *locals
 	if on {
 		log.Warn("kill switch on at start: every request on this node goes to perl", "path", n.ksPath)
 	}
+	n.warnNodeTableCase(store.Current())
+	prevReload := store.OnReload
+	store.OnReload = func(result string, snap *config.Snapshot, err error) {
+		if prevReload != nil {
+			prevReload(result, snap, err)
+		}
+		if result == config.ResultOK {
+			n.warnNodeTableCase(snap)
+		}
+	}
 
 	statePath := f.stateFile
 	switch {
@@ -113,6 +123,34 @@ func newNodeRuntime(f *flags, cfgPath string, store *config.Store, local *locals
 	}
 	local.OnChange(func(routing.Local) { n.writer.Kick() })
 	return n
+}
+
+// warnNodeTableCase logs a `[nodes.NAME]` table that names this node in
+// other letter case: node names are case-sensitive (as /etc/pve/nodes/NAME
+// is), so such a table does not apply here, and an operator who pinned
+// "PVE1" to perl-only would otherwise find pve1 on the top-level phase.
+func (n *nodeRuntime) warnNodeTableCase(snap *config.Snapshot) {
+	if name := nodeTableCaseMismatch(snap, n.node); name != "" {
+		n.log.Warn("a [nodes."+name+"] table names this node in other letter case and does NOT apply here: node names are case-sensitive",
+			"node", n.node, "table", name, "phase_in_force", snap.Policy.EffectivePhase().String())
+	}
+}
+
+// nodeTableCaseMismatch returns the name of a node table that equals node
+// but for letter case, when no table names node exactly.
+func nodeTableCaseMismatch(snap *config.Snapshot, node string) string {
+	if snap == nil || node == "" {
+		return ""
+	}
+	if _, ok := snap.FileNodes[node]; ok {
+		return ""
+	}
+	for name := range snap.FileNodes {
+		if strings.EqualFold(name, node) {
+			return name
+		}
+	}
+	return ""
 }
 
 // run starts the kill-switch watcher and the state file writer.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/pve-migration/router/internal/config"
 	"net"
 	"net/http"
 	"os"
@@ -302,4 +303,26 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 		waitFor(t, "pve1 back on rust", func() bool { return nodes["pve1"].servedBy(t, "GET", own("pve1")) == "rust" })
 	})
+}
+
+func TestNodeTableCaseMismatch(t *testing.T) {
+	for _, tc := range []struct {
+		name, conf, node, want string
+	}{
+		{"other case", "phase = \"rust-full\"\n[nodes.PVE1]\nphase = \"perl-only\"\n", "pve1", "PVE1"},
+		{"exact", "[nodes.pve1]\nphase = \"perl-only\"\n", "pve1", ""},
+		{"exact beside other case", "[nodes.pve1]\nphase = \"perl-only\"\n[nodes.PVE1]\nphase = \"perl-only\"\n", "pve1", ""},
+		{"another node", "[nodes.pve2]\nphase = \"perl-only\"\n", "pve1", ""},
+		{"no tables", "phase = \"perl-only\"\n", "pve1", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap, err := config.Parse("t.conf", []byte(tc.conf), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := nodeTableCaseMismatch(snap, tc.node); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
