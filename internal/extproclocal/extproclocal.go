@@ -29,7 +29,11 @@ package extproclocal
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +59,9 @@ type Options struct {
 	// so that the stream context carries the same parent span as it does
 	// behind otelgrpc.
 	ServerContext func(context.Context) context.Context
+	// Logger receives the report of a server that panicked (default
+	// slog.Default()).
+	Logger *slog.Logger
 }
 
 // Client is an extprocv3.ExternalProcessorClient that serves every stream
@@ -175,7 +182,7 @@ func (c *Client) worker(s *stream) {
 // serve runs the server's Process for one stream and ends the stream.
 func (c *Client) serve(s *stream) {
 	defer c.streams.Done()
-	err := c.srv.Process((*serverStream)(s))
+	err := c.process(s)
 	if err != nil {
 		if _, ok := status.FromError(err); !ok {
 			err = status.Error(codes.Unknown, err.Error())
@@ -184,6 +191,42 @@ func (c *Client) serve(s *stream) {
 	s.err = err
 	s.sendHeaderOnce()
 	close(s.done)
+}
+
+// ErrServerPanicked is the status a stream ends with when the server's
+// Process panicked. Over gRPC a panicking handler takes the whole process
+// down; here the server shares its process with the data plane, so one
+// request that trips a bug in the decision service would end every
+// request on the node, perl's included. Recovering turns it into a failed
+// stream, on which the data plane fails open (reads to perl) as it does
+// for any broken ext_proc stream.
+var ErrServerPanicked = status.Error(codes.Internal, "extproclocal: the server's Process panicked")
+
+// process runs the server's Process, recovering a panic into
+// ErrServerPanicked. The panic is logged with its stack; its value only
+// when it is a runtime error (a value the server made up may hold request
+// data, such as a header with a token in it).
+func (c *Client) process(s *stream) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			attrs := []slog.Attr{slog.String("stack", string(debug.Stack()))}
+			if re, ok := v.(runtime.Error); ok {
+				attrs = append(attrs, slog.String("panic", re.Error()))
+			} else {
+				attrs = append(attrs, slog.String("panic_type", fmt.Sprintf("%T", v)))
+			}
+			c.logger().LogAttrs(context.Background(), slog.LevelError, "ext_proc server panicked; the stream fails", attrs...)
+			err = ErrServerPanicked
+		}
+	}()
+	return c.srv.Process((*serverStream)(s))
+}
+
+func (c *Client) logger() *slog.Logger {
+	if c.opts.Logger != nil {
+		return c.opts.Logger
+	}
+	return slog.Default()
 }
 
 // stream is the state both ends share. The client side is used by one

@@ -27,7 +27,7 @@ func newDataPlane(f *flags, proc *server.Processor, streamCtx func(context.Conte
 	var client extprocv3.ExternalProcessorClient
 	var closeExt func()
 	if f.extProc == "" {
-		link := extproclocal.New(proc, extproclocal.Options{ServerContext: streamCtx})
+		link := extproclocal.New(proc, extproclocal.Options{ServerContext: streamCtx, Logger: logger})
 		client, closeExt = link, func() {
 			// Serve has returned, so no request is left; wait only for
 			// the streams still closing (remote_close_timeout).
