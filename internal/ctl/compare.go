@@ -39,7 +39,7 @@ Before you advance a phase, let compare run for a day and read this.`,
 		maxArgs: 0,
 		define: func(fs *flag.FlagSet) runFunc {
 			jsonOut := fs.Bool("json", false, "print the report as JSON (the /compare.json document)")
-			router := fs.String("router", DefaultRouterAddr, "the router's gRPC `ADDR` (host:port or unix:/path)")
+			router := fs.String("router", defaultRouter(), "the router's gRPC `ADDR` (host:port or unix:/path)")
 			timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the router")
 			return func(a *app, _ configFlag, _ []string) int {
 				return a.compare(*router, *timeout, *jsonOut)

@@ -21,7 +21,7 @@ type editTarget struct {
 // defineEditTarget registers --router and --timeout on an edit command;
 // force is the command's --force.
 func defineEditTarget(fs *flag.FlagSet, force *bool) func() editTarget {
-	router := fs.String("router", DefaultRouterAddr, "the running router's gRPC `ADDR`, asked which file it watches (host:port or unix:/path)")
+	router := fs.String("router", defaultRouter(), "the running router's gRPC `ADDR`, asked which file it watches (host:port or unix:/path)")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the router")
 	return func() editTarget { return editTarget{router: *router, timeout: *timeout, force: *force} }
 }

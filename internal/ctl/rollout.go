@@ -17,7 +17,7 @@ import (
 )
 
 func routerFlags(fs *flag.FlagSet) (*string, *time.Duration) {
-	router := fs.String("router", DefaultRouterAddr, "the router's gRPC `ADDR` (host:port or unix:/path)")
+	router := fs.String("router", defaultRouter(), "the router's gRPC `ADDR` (host:port or unix:/path)")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the router")
 	return router, timeout
 }

@@ -54,7 +54,7 @@ runs. It exits 1 only when neither the router nor a valid file is available.`,
 		maxArgs: 0,
 		define: func(fs *flag.FlagSet) runFunc {
 			jsonOut := fs.Bool("json", false, "print one JSON object")
-			router := fs.String("router", DefaultRouterAddr, "the router's gRPC `ADDR` (host:port or unix:/path)")
+			router := fs.String("router", defaultRouter(), "the router's gRPC `ADDR` (host:port or unix:/path)")
 			timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the router")
 			cluster := fs.Bool("cluster", false, "every node of the cluster, from the state files next to the config file")
 			staleAfter := fs.Duration("stale-after", 0, "with --cluster: call a node stale after this long without a report (default: three of its heartbeats)")
