@@ -74,9 +74,10 @@ type extjsStream struct {
 	p   *Processor
 	srv grpc.BidiStreamingServer[extprocv3.ProcessingRequest, extprocv3.ProcessingResponse]
 
-	state  uint8 // 0: await response headers, 1: await body, 2: done
-	method string
-	path   string
+	state    uint8 // 0: await response headers, 1: await body, 2: done
+	method   string
+	path     string
+	encoding string // the answer's Content-Encoding, "" for none
 }
 
 // processUpstreamExtjs serves one stream of the upstream stage.
@@ -126,7 +127,11 @@ func (s *extjsStream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Proce
 			return nil, fmt.Errorf("upstream stage: a partial response body, want BUFFERED: %w", errOutOfOrder)
 		}
 		s.state = 2
-		status, failed := routing.ExtjsFailureStatus(m.ResponseBody.GetBody())
+		body, ok := decodeExtjsBody(s.encoding, m.ResponseBody.GetBody())
+		if !ok {
+			return continueResponseBody, nil
+		}
+		status, failed := routing.ExtjsFailureStatus(body)
 		if !failed {
 			return continueResponseBody, nil
 		}
@@ -160,6 +165,7 @@ func (s *extjsStream) wantsBody(h *extprocv3.HttpHeaders, attrs *structpb.Struct
 	}
 	var status int
 	var json, marked bool
+	readable := true
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch hv.GetKey() {
 		case ":status":
@@ -169,9 +175,11 @@ func (s *extjsStream) wantsBody(h *extprocv3.HttpHeaders, attrs *structpb.Struct
 			json = strings.HasPrefix(ct, "application/json")
 		case HeaderFallback:
 			marked = true
+		case "content-encoding":
+			s.encoding, readable = extjsEncoding(string(headerBytes(hv)))
 		}
 	}
-	if status != 200 || !json || marked {
+	if status != 200 || !json || marked || !readable {
 		return false
 	}
 	fields := attrs.GetFields()

@@ -94,6 +94,9 @@ type envOptions struct {
 	// rustNoFallbackHeader: the rust backend does not mark failed extjs
 	// answers with x-pve-fallback.
 	rustNoFallbackHeader bool
+	// rustMiddleware, if set, wraps the rust backend's handler (served
+	// as a plain http.Handler then, so Faults.Refuse does not apply).
+	rustMiddleware func(http.Handler) http.Handler
 }
 
 func quietLogger() *slog.Logger {
@@ -113,7 +116,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	e := &testEnv{t: t, cancel: cancel}
 	t.Cleanup(e.close)
 	state := t.TempDir()
-	start := func(flavor pvedemo.Flavor, unimpl []string, f pvedemo.Faults) (*pvedemo.Server, string) {
+	start := func(flavor pvedemo.Flavor, unimpl []string, f pvedemo.Faults, mw func(http.Handler) http.Handler) (*pvedemo.Server, string) {
 		s, err := pvedemo.New(pvedemo.Options{Flavor: flavor, StateDir: state, Token: o.token, Unimplemented: unimpl, Faults: f, Logger: quietLogger(), Seed: 1, NoFallbackHeader: o.rustNoFallbackHeader})
 		if err != nil {
 			t.Fatal(err)
@@ -123,14 +126,20 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 			t.Fatal(err)
 		}
 		e.wg.Add(1)
+		if mw != nil {
+			hs := &http.Server{Handler: mw(s)}
+			go func() { defer e.wg.Done(); _ = hs.Serve(ln) }()
+			context.AfterFunc(ctx, func() { _ = hs.Close() })
+			return s, "http://" + ln.Addr().String()
+		}
 		go func() {
 			defer e.wg.Done()
 			_ = s.Serve(ctx, ln)
 		}()
 		return s, "http://" + ln.Addr().String()
 	}
-	e.perl, e.perlURL = start(pvedemo.FlavorPerl, nil, pvedemo.Faults{})
-	e.rust, e.rustURL = start(pvedemo.FlavorRust, o.unimplemented, o.rustFaults)
+	e.perl, e.perlURL = start(pvedemo.FlavorPerl, nil, pvedemo.Faults{}, nil)
+	e.rust, e.rustURL = start(pvedemo.FlavorRust, o.unimplemented, o.rustFaults, o.rustMiddleware)
 	e.rustAddr = strings.TrimPrefix(e.rustURL, "http://")
 
 	phase := o.phase
