@@ -220,7 +220,18 @@ func (q *request) route(plan envoy.RoutePlan) *upstreamResponse {
 		if uf := p.cfg.clusters[plan.Cluster].upstreamExtProc; uf != nil && res.resp != nil {
 			// The cluster's upstream filter chain sees the answer before
 			// outlier detection and the retry check (envoy-facts §9).
-			q.upstreamStage(uf, be, attempt, res.resp)
+			var left time.Duration
+			if perTry > 0 {
+				if left = perTry - res.took; left == 0 {
+					left = -1 // already over
+				}
+			}
+			if q.upstreamStage(uf, be, attempt, res.resp, left, res.cancel) {
+				// The body stalled past the per-try timeout while the
+				// stage held it: a per-try timeout, as in Envoy.
+				closeQuietly(res.resp.Body)
+				res.resp, res.kind, res.errText = nil, failPerTryTimeout, "per-try timeout"
+			}
 		}
 		q.observe(be, res)
 		reason, retry := rp.retryReason(res.kind, res.started, statusOf(res.resp))

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -147,9 +148,17 @@ func (u *upstreamExtProc) overrideAllowed(ov *ext_procv3.ProcessingMode) bool {
 // (:status) applied to the response the router then judges. Any failure
 // leaves the response as it came (failure_mode_allow), with its body
 // intact.
-func (q *request) upstreamStage(u *upstreamExtProc, be *backend, attempt int, resp *http.Response) {
+//
+// perTryLeft is what is left of the attempt's per_try_timeout (0: none)
+// and cancelAttempt ends the attempt. Envoy's per-try timeout runs until
+// the response is complete; while the stage holds the body no byte has
+// gone downstream, so a body that stalls past it is a per-try timeout,
+// retried like one (perl answers), which upstreamStage reports as true.
+// Without this a rust answer that sent its headers and then stalled held
+// the browser until the route timeout and then gave it a broken 200.
+func (q *request) upstreamStage(u *upstreamExtProc, be *backend, attempt int, resp *http.Response, perTryLeft time.Duration, cancelAttempt func()) (perTryExpired bool) {
 	if !u.mode.responseHeaders || q.upgrade || resp.StatusCode == http.StatusSwitchingProtocols {
-		return
+		return false
 	}
 	st := newExtProcStream(q.r.Context(), q.p.opts.ExtProc, u.messageTimeout, initialMetadata(u.initialMetadata, q.hs))
 	defer st.finish(remoteCloseTimeout)
@@ -171,13 +180,13 @@ func (q *request) upstreamStage(u *upstreamExtProc, be *backend, attempt int, re
 	ans, err := st.exchange(req)
 	if err != nil {
 		q.upstreamStageFailed(err)
-		return
+		return false
 	}
 	hr, ok := ans.GetResponse().(*extprocv3.ProcessingResponse_ResponseHeaders)
 	if !ok {
 		st.fail()
 		q.upstreamStageFailed(errExtProcSpurious)
-		return
+		return false
 	}
 	// Envoy applies the header mutation of a headers answer, but with a
 	// BUFFERED body it holds the headers until the body answer; either
@@ -185,21 +194,38 @@ func (q *request) upstreamStage(u *upstreamExtProc, be *backend, attempt int, re
 	if err := applyMutation(hr.ResponseHeaders.GetResponse().GetHeaderMutation(), hs, u.checker, q.rejected); err != nil {
 		st.fail()
 		q.upstreamStageFailed(err)
-		return
+		return false
 	}
 	if !eos && u.overrideAllowed(ans.GetModeOverride()) && ans.GetModeOverride().GetResponseBodyMode() == ext_procv3.ProcessingMode_BUFFERED {
-		if !q.upstreamBody(u, st, hs, resp) {
-			return
+		ok, expired := q.upstreamBody(u, st, hs, resp, perTryLeft, cancelAttempt)
+		if !ok {
+			return expired
 		}
 	}
 	setUpstreamStatus(hs, resp)
+	return false
 }
 
 // upstreamBody buffers the response body, sends it and applies the body
-// answer. It reports false when the stage failed open.
-func (q *request) upstreamBody(u *upstreamExtProc, st *extProcStream, hs *headerSet, resp *http.Response) bool {
+// answer. It reports false when the stage failed open, and expired when
+// the body did not arrive within perTryLeft (then the attempt is
+// cancelled and the response must be dropped).
+func (q *request) upstreamBody(u *upstreamExtProc, st *extProcStream, hs *headerSet, resp *http.Response, perTryLeft time.Duration, cancelAttempt func()) (ok, expired bool) {
 	orig := resp.Body
+	var fired atomic.Bool
+	if perTryLeft > 0 && cancelAttempt != nil {
+		t := time.AfterFunc(perTryLeft, func() { fired.Store(true); cancelAttempt() })
+		defer t.Stop()
+	} else if perTryLeft < 0 && cancelAttempt != nil {
+		fired.Store(true)
+		cancelAttempt()
+	}
 	buf, err := io.ReadAll(io.LimitReader(orig, q.p.cfg.bufferLimit+1))
+	if fired.Load() {
+		st.fail()
+		q.upstreamStageFailed(fmt.Errorf("response body not complete within the per-try timeout: %w", errPerTryBody))
+		return false, true
+	}
 	if err != nil || int64(len(buf)) > q.p.cfg.bufferLimit {
 		// A body that broke off or does not fit: hand on what was read
 		// plus the rest (or the error), unjudged.
@@ -209,7 +235,7 @@ func (q *request) upstreamBody(u *upstreamExtProc, st *extProcStream, hs *header
 			err = fmt.Errorf("response body over the buffer limit of %d bytes", q.p.cfg.bufferLimit)
 		}
 		q.upstreamStageFailed(err)
-		return false
+		return false, false
 	}
 	closeQuietly(orig)
 	resp.Body = io.NopCloser(bytes.NewReader(buf))
@@ -218,19 +244,19 @@ func (q *request) upstreamBody(u *upstreamExtProc, st *extProcStream, hs *header
 	}})
 	if err != nil {
 		q.upstreamStageFailed(err)
-		return false
+		return false, false
 	}
 	br, ok := ans.GetResponse().(*extprocv3.ProcessingResponse_ResponseBody)
 	if !ok {
 		st.fail()
 		q.upstreamStageFailed(errExtProcSpurious)
-		return false
+		return false, false
 	}
 	common := br.ResponseBody.GetResponse()
 	if err := applyMutation(common.GetHeaderMutation(), hs, u.checker, q.rejected); err != nil {
 		st.fail()
 		q.upstreamStageFailed(err)
-		return false
+		return false, false
 	}
 	if bm := common.GetBodyMutation(); bm != nil {
 		switch {
@@ -243,7 +269,7 @@ func (q *request) upstreamBody(u *upstreamExtProc, st *extProcStream, hs *header
 		resp.ContentLength = int64(len(buf))
 		resp.Header.Set("Content-Length", strconv.Itoa(len(buf)))
 	}
-	return true
+	return true, false
 }
 
 // setUpstreamStatus applies a :status the service set. Envoy accepts only
@@ -256,6 +282,10 @@ func setUpstreamStatus(hs *headerSet, resp *http.Response) {
 	}
 	resp.StatusCode, resp.Status = n, ""
 }
+
+// errPerTryBody marks a body the upstream stage waited for past the
+// attempt's per-try timeout.
+var errPerTryBody = errors.New("per-try timeout")
 
 func (q *request) upstreamStageFailed(err error) {
 	q.p.log.Warn("upstream ext_proc failed, the answer stands", "error", err.Error(), "request_id", q.rec.RequestID)
