@@ -152,7 +152,10 @@ func (a *app) edit(f *configFile, key string, value any) ([]byte, *config.Snapsh
 			fmt.Fprintf(a.stderr, "error: %s would not load after this edit: %v; nothing was changed\n", f.path, err)
 		}
 		fmt.Fprintf(a.stderr, "hint: fix those lines first (%s validate --config %s); the router keeps its last good configuration meanwhile\n", prog, f.path)
-		fmt.Fprintf(a.stderr, "hint: to roll back while the file cannot be fixed, set %s=perl-only in the router's environment and restart it\n", config.EnvPhase)
+		// The kill switch first: it needs neither a valid file nor a
+		// restart (the environment override needs both a unit edit and a
+		// restart, which is what an operator in a hurry gets wrong).
+		fmt.Fprintf(a.stderr, "hint: to roll back while the file cannot be fixed: %s set-phase perl-only --local on each node (kill switch, no restart)\n", prog)
 		return nil, nil, false
 	}
 	return edited, snap, true
