@@ -22,7 +22,7 @@ func stallExtjsBody(next http.Handler) http.Handler {
 		w.(http.Flusher).Flush()
 		select {
 		case <-r.Context().Done():
-		case <-time.After(30 * time.Second):
+		case <-time.After(2 * time.Minute):
 		}
 	})
 }
