@@ -146,7 +146,7 @@ Try:
   bin/migration-ctl set-phase perl-only --config $config
   # shadow comparison: does rust answer like perl? (see /compare)
   printf '\n[compare]\nenabled = true\nsample_percent = 100\n' >> $config
-  curl -s -X POST -d '{"diverge":"data[].method"}' http://$rust/debug/faults
+  curl -s -X POST -d '{"error_rate":0,"diverge":"data[].method"}' http://$rust/debug/faults   # error_rate 0: the fault above is still on
   for i in 1 2 3 4 5; do curl $o -o /dev/null $base/api2/json/nodes/pve1/network; done
   bin/migration-ctl compare          # or open http://$admin/compare (HTML), /compare.json
 
