@@ -155,6 +155,9 @@ func serverOptions() []grpc.ServerOption {
 		// message, so there are as many as streams commonly in flight;
 		// past them, grpc-go starts a goroutine per stream as before.
 		grpc.NumStreamWorkers(streamWorkers),
+		// A panicking handler fails its call, not the process (recover.go).
+		grpc.ChainStreamInterceptor(recoverStream),
+		grpc.ChainUnaryInterceptor(recoverUnary),
 	}
 }
 
