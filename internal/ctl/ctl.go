@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/pve-migration/router/internal/config"
+	pb "github.com/pve-migration/router/proto/pvemigration/v1"
 	"github.com/pve-migration/router/routing"
 )
 
@@ -47,6 +48,9 @@ type app struct {
 	killSwitch string
 	// target is an edit command's check of the file it writes.
 	target editTarget
+	// routerSeen is the running router's status as checkTarget found it
+	// (nil: not asked or not reachable); see envpin.go.
+	routerSeen *pb.GetStatusResponse
 }
 
 // command is one subcommand. define registers the command's own flags and

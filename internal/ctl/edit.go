@@ -239,7 +239,7 @@ func (a *app) setPhase(cfg configFlag, arg string, dryRun, force bool) int {
 	if !ok {
 		return ExitFailure
 	}
-	return a.commit(f, edited, dryRun, func() {
+	code = a.commit(f, edited, dryRun, func() {
 		fmt.Fprintf(a.stdout, "phase: %s → %s\n", curText, a.style.bold(target.String()))
 		if curKnown {
 			a.printMoves(snap, &cur, target)
@@ -247,6 +247,10 @@ func (a *app) setPhase(cfg configFlag, arg string, dryRun, force bool) int {
 			a.printMoves(snap, nil, target)
 		}
 	})
+	if code == ExitOK && !dryRun {
+		return a.routerPhasePinned(target)
+	}
+	return code
 }
 
 // printMoves shows, per category, the backend before and after a phase
@@ -526,7 +530,7 @@ func writeHints(err error) []string {
 		return []string{
 			"run as root; on a PVE node /etc/pve is also read-only while the cluster has no quorum (check: pvecm status)",
 			fmt.Sprintf("to roll back this node without writing the file: %s set-phase perl-only --local (the node-local kill switch, no restart)", prog),
-			fmt.Sprintf("or set %s=perl-only in the router's environment (systemctl edit migration-router) and restart it", config.EnvPhase),
+			fmt.Sprintf("or set %s=perl-only in the router's environment (systemctl edit pve-migration-router) and restart it", config.EnvPhase),
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		return []string{"the directory does not exist: on a PVE node /etc/pve is mounted by pve-cluster (systemctl status pve-cluster); elsewhere pass --config PATH"}

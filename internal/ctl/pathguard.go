@@ -49,6 +49,7 @@ func (a *app) checkTarget(f *configFile, t editTarget) int {
 	if err != nil {
 		return ExitOK
 	}
+	a.routerSeen = resp
 	watched := resp.GetConfigPath()
 	if watched == "" || sameFile(f.path, watched) {
 		return ExitOK
