@@ -392,7 +392,11 @@ func (a *app) setFallback(cfg configFlag, arg string, dryRun bool) int {
 	if !ok {
 		return ExitFailure
 	}
-	return a.commit(f, edited, dryRun, func() { a.printFallbackChange(snap, curText, target) })
+	code = a.commit(f, edited, dryRun, func() { a.printFallbackChange(snap, curText, target) })
+	if code == ExitOK && !dryRun {
+		return a.routerFallbackPinned(target)
+	}
+	return code
 }
 
 // printFallbackChange says what turning fallback on or off means for the

@@ -29,3 +29,17 @@ func (a *app) routerPhasePinned(target routing.Phase) int {
 	return a.failf(hints, "the file now says phase %s, but the router at %s serves phase %s from its environment (%s), which beats the file: this change has no effect there",
 		target, a.target.router, r.GetPhase(), config.EnvPhase)
 }
+
+// routerFallbackPinned is routerPhasePinned for `fallback`:
+// PVE_NETWORK_MIGRATION_FALLBACK in the router's environment beats the
+// file's fallback_enabled.
+func (a *app) routerFallbackPinned(target bool) int {
+	r := a.routerSeen
+	if r == nil || config.Source(r.GetFallbackSource()) != config.SourceEnv || r.GetFallbackEnabled() == target {
+		return ExitOK
+	}
+	return a.failf([]string{
+		fmt.Sprintf("remove the override (systemctl show pve-migration-router -p Environment; systemctl revert pve-migration-router) and restart the router; check with: %s status", prog),
+	}, "the file now says fallback_enabled = %t, but the router at %s serves %t from its environment (%s), which beats the file: this change has no effect there",
+		target, a.target.router, r.GetFallbackEnabled(), config.EnvFallback)
+}

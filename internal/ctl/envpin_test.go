@@ -66,3 +66,42 @@ func TestSetPhaseRouterPinnedByEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestFallbackRouterPinnedByEnv: as TestSetPhaseRouterPinnedByEnv, for
+// `fallback` and PVE_NETWORK_MIGRATION_FALLBACK.
+func TestFallbackRouterPinnedByEnv(t *testing.T) {
+	cases := []struct {
+		name      string
+		routerEnv string
+		target    string
+		wantCode  int
+	}{
+		{"off under an env pin", "true", "false", 1},
+		{"pinned to the target", "false", "false", 0},
+		{"no pin", "", "false", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := fixtureDir(t)
+			path := filepath.Join(dir, "commented.conf")
+			env := func(k string) string {
+				if k == config.EnvFallback {
+					return c.routerEnv
+				}
+				return ""
+			}
+			snap, err := config.Load(path, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := startRouter(t, "unix", filepath.Join(t.TempDir(), "r.sock"), config.NewStore(snap), nil)
+			r := run(t, nil, "", "fallback", c.target, "--config", path, "--router", addr)
+			if r.code != c.wantCode {
+				t.Errorf("exit %d, want %d\n%s%s", r.code, c.wantCode, r.stdout, r.stderr)
+			}
+			if c.wantCode == 1 && !strings.Contains(r.stderr, "from its environment (PVE_NETWORK_MIGRATION_FALLBACK)") {
+				t.Errorf("stderr does not name the override:\n%s", r.stderr)
+			}
+		})
+	}
+}
