@@ -90,21 +90,7 @@ func (p *Processor) processUpstreamExtjs(srv grpc.BidiStreamingServer[extprocv3.
 	return err
 }
 
-func (s *extjsStream) run() error {
-	for {
-		req, err := s.srv.Recv()
-		if err != nil {
-			return fmt.Errorf("recv: %w", err)
-		}
-		resp, err := s.handle(req)
-		if err != nil {
-			return err
-		}
-		if err := s.srv.Send(resp); err != nil {
-			return fmt.Errorf("send: %w", err)
-		}
-	}
-}
+func (s *extjsStream) run() error { return serveStream(s.srv, s.handle) }
 
 func (s *extjsStream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 	switch m := req.GetRequest().(type) {

@@ -219,20 +219,26 @@ type stream struct {
 // stands in for a missing snapshot.
 var zeroPolicy routing.Policy
 
-func (s *stream) run() error {
+func (s *stream) run() error { return serveStream(s.srv, s.handle) }
+
+// serveStream answers each message of an ext_proc stream with handle until
+// the stream or handle ends it; both stages (the request's and the extjs
+// upstream one) share it.
+func serveStream(srv grpc.BidiStreamingServer[extprocv3.ProcessingRequest, extprocv3.ProcessingResponse],
+	handle func(*extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error)) error {
 	for {
-		req, err := s.srv.Recv()
+		req, err := srv.Recv()
 		if err == io.EOF {
 			return err // the normal end of every stream: no wrapping to pay for
 		}
 		if err != nil {
 			return fmt.Errorf("recv: %w", err)
 		}
-		resp, err := s.handle(req)
+		resp, err := handle(req)
 		if err != nil {
 			return err
 		}
-		if err := s.srv.Send(resp); err != nil {
+		if err := srv.Send(resp); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
 	}
