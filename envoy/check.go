@@ -108,7 +108,7 @@ func (c *checker) visit(path string, m protoreflect.Message) error {
 		// the request; Envoy refuses a chain without it last.
 		if fs := v.GetHttpFilters(); len(fs) > 0 {
 			last := fs[len(fs)-1]
-			if _, ok := unpackAnyQuiet[*upstreamcodecv3.UpstreamCodec](last.GetTypedConfig()); !ok {
+			if _, ok := UnpackAny[*upstreamcodecv3.UpstreamCodec](last.GetTypedConfig()); !ok {
 				c.fail(fmt.Sprintf("%s.http_filters[%d]", path, len(fs)-1), "the last upstream HTTP filter must be envoy.filters.http.upstream_codec, not %q", last.GetName())
 			}
 		}
@@ -144,8 +144,10 @@ func (c *checker) finish() error {
 	return errors.Join(c.errs...)
 }
 
-// unpackAnyQuiet unpacks a into T, reporting only whether it worked.
-func unpackAnyQuiet[T proto.Message](a *anypb.Any) (T, bool) {
+// UnpackAny unpacks a typed_config into T, reporting only whether it
+// worked; the embedded data plane reads its bootstrap with it too, so the
+// validator and the data plane agree on what a typed_config holds.
+func UnpackAny[T proto.Message](a *anypb.Any) (T, bool) {
 	var zero T
 	if a == nil {
 		return zero, false

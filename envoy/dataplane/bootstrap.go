@@ -13,8 +13,6 @@ import (
 	ext_procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	earlyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/pve-migration/router/envoy"
 )
@@ -120,19 +118,6 @@ func modeFrom(m *ext_procv3.ProcessingMode) processingMode {
 	}
 }
 
-func unpackAny[T proto.Message](a *anypb.Any) (T, bool) {
-	var zero T
-	if a == nil {
-		return zero, false
-	}
-	m, err := a.UnmarshalNew()
-	if err != nil {
-		return zero, false
-	}
-	t, ok := m.(T)
-	return t, ok
-}
-
 // readEnvoyConfig extracts envoyConfig from b. It refuses what the data plane
 // does not implement (a body mode other than NONE/BUFFERED, a response
 // header formatter it cannot evaluate), so that it never disagrees with
@@ -143,7 +128,7 @@ func readEnvoyConfig(b *bootstrapv3.Bootstrap) (*envoyConfig, error) {
 	for _, l := range b.GetStaticResources().GetListeners() {
 		for _, fc := range l.GetFilterChains() {
 			for _, f := range fc.GetFilters() {
-				if h, ok := unpackAny[*hcmv3.HttpConnectionManager](f.GetTypedConfig()); ok {
+				if h, ok := envoy.UnpackAny[*hcmv3.HttpConnectionManager](f.GetTypedConfig()); ok {
 					if hcm != nil {
 						return nil, errors.New("more than one HTTP connection manager")
 					}
@@ -163,7 +148,7 @@ func readEnvoyConfig(b *bootstrapv3.Bootstrap) (*envoyConfig, error) {
 		cfg.maxHeadersCount = int(v.GetValue())
 	}
 	for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
-		hm, ok := unpackAny[*earlyv3.HeaderMutation](ext.GetTypedConfig())
+		hm, ok := envoy.UnpackAny[*earlyv3.HeaderMutation](ext.GetTypedConfig())
 		if !ok {
 			return nil, fmt.Errorf("early header mutation %q is not implemented", ext.GetName())
 		}
@@ -208,7 +193,7 @@ func readEnvoyConfig(b *bootstrapv3.Bootstrap) (*envoyConfig, error) {
 	}
 	var ep *ext_procv3.ExternalProcessor
 	for _, f := range hcm.GetHttpFilters() {
-		if e, ok := unpackAny[*ext_procv3.ExternalProcessor](f.GetTypedConfig()); ok {
+		if e, ok := envoy.UnpackAny[*ext_procv3.ExternalProcessor](f.GetTypedConfig()); ok {
 			ep = e
 			break
 		}

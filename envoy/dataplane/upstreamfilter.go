@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/pve-migration/router/envoy"
 	"io"
 	"net/http"
 	"strconv"
@@ -47,7 +48,7 @@ func readUpstreamFilters(c *clusterv3.Cluster) (*upstreamExtProc, error) {
 	if !ok {
 		return nil, nil
 	}
-	po, ok := unpackAny[*upstreamhttpv3.HttpProtocolOptions](a)
+	po, ok := envoy.UnpackAny[*upstreamhttpv3.HttpProtocolOptions](a)
 	if !ok {
 		return nil, fmt.Errorf("cluster %q: %s does not unpack", c.GetName(), httpProtocolOptionsKey)
 	}
@@ -58,13 +59,13 @@ func readUpstreamFilters(c *clusterv3.Cluster) (*upstreamExtProc, error) {
 	var out *upstreamExtProc
 	for i, f := range fs {
 		where := fmt.Sprintf("cluster %q upstream http_filters[%d] %q", c.GetName(), i, f.GetName())
-		if _, ok := unpackAny[*upstreamcodecv3.UpstreamCodec](f.GetTypedConfig()); ok {
+		if _, ok := envoy.UnpackAny[*upstreamcodecv3.UpstreamCodec](f.GetTypedConfig()); ok {
 			if i != len(fs)-1 {
 				return nil, fmt.Errorf("%s: the codec filter must be last", where)
 			}
 			continue
 		}
-		ep, ok := unpackAny[*ext_procv3.ExternalProcessor](f.GetTypedConfig())
+		ep, ok := envoy.UnpackAny[*ext_procv3.ExternalProcessor](f.GetTypedConfig())
 		if !ok || out != nil {
 			return nil, fmt.Errorf("%s: only one ext_proc filter and the upstream codec are implemented by the data plane", where)
 		}
